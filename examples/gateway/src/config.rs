@@ -1,0 +1,601 @@
+//! The reference gateway's TOML configuration: parsing, validation with line numbers, and the
+//! built-in default.
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use mcp_gateway_core::{
+    catalog::{Naming, PrefixMode},
+    dispatch::ListFailMode,
+    upstream::{ProtocolMode, Transport, UpstreamConfig},
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    /// Where the MCP endpoint listens (`http://<listen>/mcp`).
+    #[serde(default = "default_listen")]
+    pub(crate) listen: Spanned<String>,
+    /// `always` (default) or `never`.
+    #[serde(default)]
+    pub(crate) prefix: Option<Spanned<String>>,
+    /// Between server and tool name (`__`).
+    #[serde(default)]
+    pub(crate) separator: Option<Spanned<String>>,
+    /// Entries per page of merged lists.
+    #[serde(default)]
+    pub(crate) page_size: Option<usize>,
+    /// `open` (default) or `closed`.
+    #[serde(default)]
+    pub(crate) list_fail_mode: Option<Spanned<String>>,
+    /// The MCP endpoint's path.
+    #[serde(default)]
+    pub(crate) path: Option<String>,
+    /// Extra allowed `Host` values (localhost names are always allowed).
+    #[serde(default)]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Allowed `Origin` values (localhost origins are always allowed).
+    #[serde(default)]
+    pub(crate) allowed_origins: Vec<String>,
+    /// Largest request body.
+    #[serde(default)]
+    pub(crate) max_body_bytes: Option<usize>,
+    /// The key that seals session ids (base64 or hex, 32 bytes); replicas that share it resume
+    /// each other's sessions. Default: a random key per process. `session_key_file` reads it from a
+    /// file instead.
+    #[serde(default)]
+    pub(crate) session_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) session_key_file: Option<Spanned<PathBuf>>,
+    /// Instructions for clients.
+    #[serde(default)]
+    pub(crate) instructions: Option<String>,
+    /// This gateway's name in logs and audit (multi-replica).
+    #[serde(default)]
+    pub(crate) gateway_name: Option<String>,
+    /// The upstream servers.
+    #[serde(default, rename = "server")]
+    pub(crate) servers: Vec<Spanned<Server>>,
+    /// Who is calling (`mcp-identity`).
+    #[serde(default)]
+    pub(crate) identity: Option<Spanned<mcp_identity::Config>>,
+    /// What callers may see and do (`mcp-policy`).
+    #[serde(default)]
+    pub(crate) policy: Option<Spanned<mcp_policy::config::Config>>,
+    /// What content may pass (`mcp-dlp`).
+    #[serde(default)]
+    pub(crate) dlp: Option<Spanned<mcp_dlp::Config>>,
+    /// What happened (`mcp-audit`).
+    #[serde(default)]
+    pub(crate) audit: Option<Spanned<mcp_audit::Config>>,
+    /// Servers the gateway runs itself (`mcp-managed`).
+    #[serde(default)]
+    pub(crate) managed: Vec<mcp_managed::config::Config>,
+    /// The admin endpoint (`/admin/...`): kill switches, policy reload, API keys, instances.
+    #[serde(default)]
+    pub(crate) admin: Option<Admin>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    /// Callers need this role (from their identity) to use the admin endpoint.
+    #[serde(default = "default_admin_role")]
+    pub(crate) role: String,
+    /// Or this bearer token (read from the environment variable named here), for operators
+    /// without an identity provider.
+    #[serde(default)]
+    pub(crate) token_env: Option<String>,
+}
+
+fn default_admin_role() -> String {
+    "mcp-admin".into()
+}
+
+/// One `[[server]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Server {
+    pub(crate) name: Spanned<String>,
+    /// A stdio server: the program.
+    #[serde(default)]
+    pub(crate) command: Option<String>,
+    #[serde(default)]
+    pub(crate) args: Vec<String>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) cwd: Option<PathBuf>,
+    /// A Streamable HTTP server: the URL.
+    #[serde(default)]
+    pub(crate) url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
+    /// Per-call timeout in milliseconds (default 60000).
+    #[serde(default)]
+    pub(crate) timeout_ms: Option<u64>,
+    /// Listing timeout in milliseconds (default 10000).
+    #[serde(default)]
+    pub(crate) list_timeout_ms: Option<u64>,
+    /// `auto` (default), `legacy` or `modern`.
+    #[serde(default)]
+    pub(crate) protocol: Option<Spanned<String>>,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8080".into())
+}
+
+/// A configuration problem, with the line it is on.
+#[derive(Debug)]
+pub(crate) struct ConfigError {
+    pub(crate) line: Option<usize>,
+    pub(crate) column: Option<usize>,
+    pub(crate) message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: {}", self.message),
+            (Some(l), None) => write!(f, "line {l}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Line and column (1-based) of a byte offset.
+pub(crate) fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Collects errors with positions.
+pub(crate) struct Problems<'a> {
+    text: &'a str,
+    pub(crate) list: Vec<ConfigError>,
+}
+
+impl<'a> Problems<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            list: Vec::new(),
+        }
+    }
+
+    pub(crate) fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let (line, column) = if span.is_empty() && span.start == 0 {
+            (None, None)
+        } else {
+            let (l, c) = position(self.text, span.start);
+            (Some(l), Some(c))
+        };
+        self.list.push(ConfigError {
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
+
+/// What serving needs, validated.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) naming: Naming,
+    pub(crate) page_size: Option<usize>,
+    pub(crate) list_fail_mode: ListFailMode,
+    pub(crate) path: Option<String>,
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) max_body_bytes: Option<usize>,
+    pub(crate) session_key: Option<String>,
+    pub(crate) instructions: Option<String>,
+    pub(crate) gateway_name: Option<String>,
+    pub(crate) upstreams: Vec<UpstreamConfig>,
+    pub(crate) identity: Option<mcp_identity::Config>,
+    pub(crate) policy: Option<mcp_policy::config::Config>,
+    pub(crate) dlp: Option<mcp_dlp::Config>,
+    pub(crate) audit: Option<mcp_audit::Config>,
+    pub(crate) managed: Vec<mcp_managed::config::Config>,
+    pub(crate) admin: Option<Admin>,
+    /// The file's text (policy errors point into it).
+    pub(crate) text: String,
+}
+
+/// Parses and validates a configuration file's text; every problem is reported, with its line.
+pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
+    let file: File = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let (line, column) = e.span().map(|s| position(text, s.start)).unzip();
+            return Err(vec![ConfigError {
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }]);
+        }
+    };
+    let mut p = Problems::new(text);
+
+    let listen = match file.listen.get_ref().parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(e) => {
+            p.at(
+                file.listen.span(),
+                format!(
+                    "listen = \"{}\" is not an address like 127.0.0.1:8080: {e}",
+                    file.listen.get_ref()
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }
+    };
+    let mut naming = Naming::default();
+    if let Some(prefix) = &file.prefix {
+        match prefix.get_ref().as_str() {
+            "always" => naming.mode = PrefixMode::Always,
+            "never" => naming.mode = PrefixMode::Never,
+            other => p.at(
+                prefix.span(),
+                format!("prefix = \"{other}\": expected \"always\" or \"never\""),
+            ),
+        }
+    }
+    if let Some(sep) = &file.separator {
+        if sep.get_ref().is_empty() || sep.get_ref().chars().any(char::is_whitespace) {
+            p.at(
+                sep.span(),
+                "separator must be non-empty and contain no white space",
+            );
+        } else {
+            naming.separator = sep.get_ref().clone();
+        }
+    }
+    let list_fail_mode = match file
+        .list_fail_mode
+        .as_ref()
+        .map(|m| (m.span(), m.get_ref().as_str()))
+    {
+        None | Some((_, "open")) => ListFailMode::Open,
+        Some((_, "closed")) => ListFailMode::Closed,
+        Some((span, other)) => {
+            p.at(
+                span,
+                format!("list_fail_mode = \"{other}\": expected \"open\" or \"closed\""),
+            );
+            ListFailMode::Open
+        }
+    };
+    if file.page_size == Some(0) {
+        p.at(0..0, "page_size must be at least 1");
+    }
+    let session_key = match (&file.session_key, &file.session_key_file) {
+        (Some(_), Some(f)) => {
+            p.at(f.span(), "give session_key or session_key_file, not both");
+            None
+        }
+        (Some(k), None) => {
+            if let Err(e) = mcp_gateway_core::session::SessionKey::from_encoded(k.get_ref()) {
+                p.at(k.span(), format!("session_key: {e}"));
+            }
+            Some(k.get_ref().clone())
+        }
+        (None, Some(f)) => match std::fs::read_to_string(f.get_ref()) {
+            Ok(s) => {
+                let s = s.trim().to_owned();
+                if let Err(e) = mcp_gateway_core::session::SessionKey::from_encoded(&s) {
+                    p.at(
+                        f.span(),
+                        format!("session_key_file {}: {e}", f.get_ref().display()),
+                    );
+                }
+                Some(s)
+            }
+            Err(e) => {
+                p.at(
+                    f.span(),
+                    format!(
+                        "cannot read session_key_file {}: {e}",
+                        f.get_ref().display()
+                    ),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+
+    let mut upstreams = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for entry in &file.servers {
+        let span = entry.span();
+        let s = entry.get_ref();
+        let name = s.name.get_ref();
+        if let Err(e) = naming.check_server_name(name) {
+            p.at(s.name.span(), e);
+        }
+        if !names.insert(name.clone()) {
+            p.at(s.name.span(), format!("server '{name}' is defined twice"));
+        }
+        let transport = match (&s.command, &s.url) {
+            (Some(_), Some(url)) => {
+                p.at(url.span(), format!("server '{name}' has both command and url: a server is either stdio (command) or HTTP (url)"));
+                continue;
+            }
+            (None, None) => {
+                p.at(span, format!("server '{name}' needs either command = \"...\" (stdio) or url = \"http://...\" (Streamable HTTP)"));
+                continue;
+            }
+            (Some(command), None) => {
+                if command.trim().is_empty() {
+                    p.at(s.name.span(), format!("server '{name}': command is empty"));
+                }
+                if !s.headers.is_empty() {
+                    p.at(
+                        s.name.span(),
+                        format!("server '{name}': headers only apply to url servers"),
+                    );
+                }
+                for key in s.env.keys() {
+                    if key.is_empty() || key.contains('=') || key.contains('\0') {
+                        p.at(
+                            s.name.span(),
+                            format!("server '{name}': invalid environment variable name '{key}'"),
+                        );
+                    }
+                }
+                Transport::Stdio {
+                    command: command.clone(),
+                    args: s.args.clone(),
+                    env: s.env.clone(),
+                    cwd: s.cwd.clone(),
+                }
+            }
+            (None, Some(url)) => {
+                match url.get_ref().parse::<http::Uri>() {
+                    Ok(u)
+                        if matches!(u.scheme_str(), Some("http" | "https"))
+                            && u.host().is_some() => {}
+                    _ => p.at(
+                        url.span(),
+                        format!(
+                            "server '{name}': url \"{}\" is not an http(s) URL",
+                            url.get_ref()
+                        ),
+                    ),
+                }
+                if !s.args.is_empty() || !s.env.is_empty() || s.cwd.is_some() {
+                    p.at(
+                        s.name.span(),
+                        format!("server '{name}': args, env and cwd only apply to command servers"),
+                    );
+                }
+                for (k, v) in &s.headers {
+                    if http::HeaderName::try_from(k.as_str()).is_err()
+                        || http::HeaderValue::try_from(v.as_str()).is_err()
+                    {
+                        p.at(
+                            s.name.span(),
+                            format!("server '{name}': invalid header '{k}'"),
+                        );
+                    }
+                }
+                Transport::Http {
+                    url: url.get_ref().clone(),
+                    headers: s.headers.clone(),
+                }
+            }
+        };
+        let mut config = UpstreamConfig::new(Arc::<str>::from(name.as_str()), transport);
+        if let Some(ms) = s.timeout_ms {
+            config.call_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = s.list_timeout_ms {
+            config.list_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(protocol) = &s.protocol {
+            config.protocol = match protocol.get_ref().as_str() {
+                "auto" => ProtocolMode::Auto,
+                "legacy" => ProtocolMode::Legacy,
+                "modern" => ProtocolMode::Modern,
+                other => {
+                    p.at(
+                        protocol.span(),
+                        format!(
+                            "protocol = \"{other}\": expected \"auto\", \"legacy\" or \"modern\""
+                        ),
+                    );
+                    ProtocolMode::Auto
+                }
+            };
+        }
+        upstreams.push(config);
+    }
+    if let Some(identity) = &file.identity
+        && let Err(e) = identity.get_ref().validate()
+    {
+        p.at(identity.span(), e.to_string());
+    }
+    if let Some(policy) = &file.policy
+        && let Err(e) = policy.get_ref().check(Some(text))
+    {
+        p.at(policy.span(), e.to_string());
+    }
+    if let Some(dlp) = &file.dlp
+        && let Err(e) = dlp.get_ref().layer()
+    {
+        p.at(dlp.span(), e.to_string());
+    }
+    if let Some(audit) = &file.audit
+        && let Err(e) = audit.get_ref().validate()
+    {
+        p.at(audit.span(), e.to_string());
+    }
+    let types = mcp_managed::InstanceTypes::default();
+    for m in &file.managed {
+        if let Err(e) = m.validate(&types) {
+            p.at(0..0, format!("managed server '{}': {e}", m.spec.name));
+            continue;
+        }
+        if upstreams.iter().any(|u| *u.name == *m.spec.name) {
+            p.at(
+                0..0,
+                format!(
+                    "'{}' is both a [[server]] and a [[managed]] server",
+                    m.spec.name
+                ),
+            );
+            continue;
+        }
+        // The catalog lists a managed server's features from one local run of its command;
+        // calls go to the caller's instance (the managed layer picks it).
+        match types.resolve(&m.spec) {
+            Ok(resolved) if resolved.image.is_none() && !resolved.argv.is_empty() => {
+                upstreams.push(UpstreamConfig::new(
+                    Arc::<str>::from(m.spec.name.as_str()),
+                    Transport::Stdio {
+                        command: resolved.argv[0].clone(),
+                        args: resolved.argv[1..].to_vec(),
+                        env: resolved.spec.env.clone(),
+                        cwd: None,
+                    },
+                ));
+            }
+            Ok(_) => tracing::warn!(
+                server = %m.spec.name,
+                "an image-only managed server is not listed until an instance serves it"
+            ),
+            Err(e) => p.at(0..0, format!("managed server '{}': {e}", m.spec.name)),
+        }
+    }
+    if naming.mode == PrefixMode::Never && upstreams.len() > 1 {
+        tracing::warn!(
+            "prefix = \"never\" with several servers: clashing names are served by the first server only"
+        );
+    }
+    if !p.list.is_empty() {
+        return Err(p.list);
+    }
+    Ok(Settings {
+        listen,
+        naming,
+        page_size: file.page_size,
+        list_fail_mode,
+        path: file.path,
+        allowed_hosts: file.allowed_hosts,
+        allowed_origins: file.allowed_origins,
+        max_body_bytes: file.max_body_bytes,
+        session_key,
+        instructions: file.instructions,
+        gateway_name: file.gateway_name,
+        upstreams,
+        identity: file.identity.map(Spanned::into_inner),
+        policy: file.policy.map(Spanned::into_inner),
+        dlp: file.dlp.map(Spanned::into_inner),
+        audit: file.audit.map(Spanned::into_inner),
+        managed: file.managed,
+        admin: file.admin,
+        text: text.to_owned(),
+    })
+}
+
+/// The built-in default: the demo server (this very binary, `mcp-gateway demo-server`) behind
+/// the gateway on 127.0.0.1:8080.
+pub(crate) fn default_text() -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "mcp-gateway".into());
+    format!(
+        "listen = \"127.0.0.1:8080\"\n\n[[server]]\nname = \"demo\"\ncommand = {}\nargs = [\"demo-server\"]\n",
+        toml_string(&exe)
+    )
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_example_parses_exactly_as_written() {
+        let text = r#"listen = "127.0.0.1:8080"          # MCP endpoint: http://127.0.0.1:8080/mcp
+# prefix = "never"                 # optional: pass-through, for a single upstream
+
+[[server]]
+name = "time"                      # its tools appear as time__<tool>
+command = "mcp-server-time"        # a stdio upstream
+args = []
+env = {}
+
+[[server]]
+name = "everything"
+url = "http://127.0.0.1:3001/mcp"  # a Streamable HTTP upstream
+"#;
+        let s = parse(text).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.upstreams.len(), 2);
+        assert_eq!(&*s.upstreams[0].name, "time");
+        assert!(
+            matches!(&s.upstreams[1].transport, Transport::Http { url, .. } if url == "http://127.0.0.1:3001/mcp")
+        );
+        assert_eq!(s.naming.mode, PrefixMode::Always);
+    }
+
+    #[test]
+    fn errors_carry_line_numbers() {
+        let text = "listen = \"127.0.0.1:8080\"\n\n[[server]]\nname = \"a\"\ncommand = \"x\"\nurl = \"http://h/mcp\"\n\n[[server]]\nname = \"bad name\"\ncommand = \"y\"\n";
+        let errors = parse(text).unwrap_err();
+        let rendered: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            rendered
+                .iter()
+                .any(|e| e.starts_with("line 6") && e.contains("both command and url")),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered
+                .iter()
+                .any(|e| e.starts_with("line 9") && e.contains("bad name")),
+            "{rendered:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_and_unknown_fields_are_reported_with_lines() {
+        let e = parse("listen = \"127.0.0.1:1\"\n[[server]]\nname = \"a\"\ncomand = \"x\"\n")
+            .unwrap_err();
+        assert_eq!(e[0].line, Some(4), "{}", e[0]);
+        assert!(e[0].message.contains("comand"), "{}", e[0]);
+        let e = parse("listen = \n").unwrap_err();
+        assert_eq!(e[0].line, Some(1));
+        let e = parse("listen = \"nonsense\"\n").unwrap_err();
+        assert!(e[0].to_string().contains("line 1"), "{}", e[0]);
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let s = parse(&default_text()).unwrap();
+        assert_eq!(s.upstreams.len(), 1);
+        assert_eq!(&*s.upstreams[0].name, "demo");
+    }
+}

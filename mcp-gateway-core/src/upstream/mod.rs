@@ -1,0 +1,604 @@
+//! Connections to upstream MCP servers: stdio child processes and Streamable HTTP.
+//!
+//! An [`Upstream`] is one configured server. A supervisor task keeps it connected: it starts the
+//! child process (or opens the HTTP session), negotiates the protocol with rmcp's client
+//! (`initialize` first, `server/discover` as the fallback, so 2025-06-18, 2025-11-25 and
+//! 2026-07-28-only servers all work), and after a crash or a closed connection reconnects with
+//! exponential backoff. Child processes live in their own process group and are killed when the
+//! upstream is dropped or shut down; their stderr goes to the logs line by line.
+//!
+//! One connection per upstream is shared by every downstream session: the stateless 2026-07-28
+//! path never initializes an upstream session per request, and stdio servers only have one
+//! session anyway. The reverse path (progress, logs, sampling, elicitation, roots) is matched to the
+//! downstream request that caused it: for HTTP upstreams exactly, by the POST stream the message
+//! arrived on; for stdio upstreams by the in-flight request (the most recent one when several are
+//! in flight and the upstream does not say which).
+
+mod handler;
+mod inflight;
+mod pool;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use rmcp::{
+    model::{ClientRequest, ProtocolVersion, ServerPeerInfo},
+    service::{
+        ClientLifecycleMode, ClientServiceExt, Peer, PeerRequestOptions, RoleClient,
+        RunningService, ServiceError,
+    },
+    transport::{
+        StreamableHttpClientTransport, TokioChildProcess,
+        streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use serde_json::Value;
+use tokio::{io::AsyncBufReadExt, sync::mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    events::{EventBus, GatewayEvent},
+    message::{ErrorData, JsonObject, Method, RequestContext, codes, error},
+};
+
+pub use handler::UpstreamHandler;
+use inflight::{ClientProgressToken, Inflight};
+pub use pool::Endpoint;
+pub(crate) use pool::Pool;
+
+/// Marks the progress token the client sent, so upstream progress reaches it under that token.
+pub(crate) fn inflight_token(token: Value) -> ClientProgressToken {
+    ClientProgressToken(token)
+}
+
+// === config ===
+
+/// How to reach an upstream server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A child process speaking MCP over stdin/stdout.
+    Stdio {
+        /// The program.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
+        /// Extra environment variables.
+        env: BTreeMap<String, String>,
+        /// The working directory.
+        cwd: Option<PathBuf>,
+    },
+    /// A Streamable HTTP endpoint.
+    Http {
+        /// The endpoint URL (`http://127.0.0.1:3001/mcp`).
+        url: String,
+        /// Extra headers sent with every request (e.g. an API key).
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// Which protocol revision to speak to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolMode {
+    /// Try `initialize` (2025-11-25 and older) and fall back to `server/discover` (2026-07-28).
+    #[default]
+    Auto,
+    /// Only the legacy `initialize` handshake (2025-11-25 and older).
+    Legacy,
+    /// Only 2026-07-28 (`server/discover`, stateless).
+    Modern,
+}
+
+/// The configuration of one upstream server.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The server's name (the namespace prefix of its features).
+    pub name: Arc<str>,
+    /// How to reach it.
+    pub transport: Transport,
+    /// How long a call may take before the client gets a timeout error.
+    pub call_timeout: Duration,
+    /// How long listing its features may take when the catalog refreshes.
+    pub list_timeout: Duration,
+    /// How long connecting (spawn + handshake) may take.
+    pub connect_timeout: Duration,
+    /// Which protocol revision to speak.
+    pub protocol: ProtocolMode,
+    /// The longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl UpstreamConfig {
+    /// A config with default timeouts.
+    pub fn new(name: impl Into<Arc<str>>, transport: Transport) -> Self {
+        Self {
+            name: name.into(),
+            transport,
+            call_timeout: Duration::from_secs(60),
+            list_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(30),
+            protocol: ProtocolMode::Auto,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+// === state ===
+
+/// Whether an upstream is serving.
+#[derive(Debug, Clone)]
+pub enum Status {
+    /// Connecting for the first time (or again after a failure).
+    Connecting,
+    /// Serving.
+    Ready {
+        /// What the server said about itself.
+        info: Arc<ServerPeerInfo>,
+    },
+    /// Down; reconnecting with backoff.
+    Down {
+        /// Why, for humans.
+        reason: String,
+    },
+}
+
+enum State {
+    Connecting,
+    Ready {
+        peer: Peer<RoleClient>,
+        info: Arc<ServerPeerInfo>,
+    },
+    Down {
+        reason: String,
+    },
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: UpstreamConfig,
+    state: RwLock<State>,
+    pub(crate) inflight: Inflight,
+    pub(crate) events: EventBus,
+    /// Told when the upstream's lists may have changed (connected, or `list_changed`).
+    pub(crate) refresh: mpsc::UnboundedSender<Arc<str>>,
+    /// How resource URIs are exposed to clients (for `resources/updated`).
+    pub(crate) naming: crate::catalog::Naming,
+    shutdown: CancellationToken,
+    /// Set when the supervisor has stopped for good (after shutdown).
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// A supervised connection to one upstream server. Cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.shared.config.name)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// Built by the gateway for each upstream.
+pub(crate) struct UpstreamParts {
+    pub(crate) events: EventBus,
+    pub(crate) refresh: mpsc::UnboundedSender<Arc<str>>,
+    pub(crate) naming: crate::catalog::Naming,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Upstream {
+    /// Starts supervising an upstream: the first connection attempt begins at once, in the
+    /// background.
+    pub(crate) fn spawn(config: UpstreamConfig, parts: UpstreamParts) -> Self {
+        let shared = Arc::new(Shared {
+            config,
+            state: RwLock::new(State::Connecting),
+            inflight: Inflight::default(),
+            events: parts.events,
+            refresh: parts.refresh,
+            naming: parts.naming,
+            shutdown: parts.shutdown,
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(supervise(Arc::downgrade(&shared)));
+        Self { shared }
+    }
+
+    /// The server's configured name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.shared.config.name
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.shared.config
+    }
+
+    /// Whether it is serving.
+    pub fn status(&self) -> Status {
+        match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
+            State::Connecting => Status::Connecting,
+            State::Ready { info, .. } => Status::Ready { info: info.clone() },
+            State::Down { reason } => Status::Down {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// The connected peer, or the error a caller should see.
+    pub(crate) fn peer(&self) -> Result<Peer<RoleClient>, ErrorData> {
+        match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
+            State::Ready { peer, .. } => Ok(peer.clone()),
+            State::Connecting => Err(error(
+                codes::UPSTREAM_UNAVAILABLE,
+                format!(
+                    "upstream '{}' is still connecting; try again shortly",
+                    self.name()
+                ),
+                Some(serde_json::json!({"server": &*self.shared.config.name})),
+            )),
+            State::Down { reason } => Err(error(
+                codes::UPSTREAM_UNAVAILABLE,
+                format!("upstream '{}' is unavailable: {reason}", self.name()),
+                Some(serde_json::json!({"server": &*self.shared.config.name})),
+            )),
+        }
+    }
+
+    /// Sends a request to the upstream and waits for its answer. The reverse-path messages it
+    /// causes go to `ctx.downstream`. Dropping the future cancels the upstream request.
+    pub async fn request(
+        &self,
+        method: &Method,
+        params: JsonObject,
+        ctx: &RequestContext,
+    ) -> Result<Value, ErrorData> {
+        self.request_with_timeout(method, params, ctx, self.shared.config.call_timeout)
+            .await
+    }
+
+    pub(crate) async fn request_with_timeout(
+        &self,
+        method: &Method,
+        params: JsonObject,
+        ctx: &RequestContext,
+        timeout: Duration,
+    ) -> Result<Value, ErrorData> {
+        let peer = self.peer()?;
+        let request = client_request(method, params)?;
+        // Registered before sending, so a reverse-path message that overtakes the handle still
+        // finds its request.
+        let mut guard = self.shared.inflight.register(ctx, peer.clone());
+        let options = {
+            let mut o = PeerRequestOptions::no_options();
+            o.timeout = Some(timeout);
+            o
+        };
+        let handle = peer
+            .send_cancellable_request(request, options)
+            .await
+            .map_err(|e| self.service_error(e, timeout))?;
+        guard.bind(handle.id.clone(), handle.progress_token.clone());
+        let result = handle.await_response().await;
+        guard.finish();
+        if guard.wants_progress() {
+            // rmcp hands each notification to its own task but completes the response inline, so
+            // the last progress notifications can still be on their way when the result arrives.
+            // Let them through first (bounded), so the client sees them before the result closes
+            // its stream.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            guard.progress().settle(Duration::from_millis(200)).await;
+        }
+        match result {
+            Ok(result) => serde_json::to_value(result).map_err(|e| {
+                error(
+                    codes::UPSTREAM_PROTOCOL,
+                    format!(
+                        "upstream '{}' sent a result that cannot be encoded: {e}",
+                        self.name()
+                    ),
+                    None,
+                )
+            }),
+            Err(e) => Err(self.service_error(e, timeout)),
+        }
+    }
+
+    /// Forwards a client notification (e.g. `notifications/roots/list_changed`).
+    pub async fn notify(&self, method: &Method, params: JsonObject) -> Result<(), ErrorData> {
+        let peer = self.peer()?;
+        let notification = serde_json::from_value(serde_json::json!({
+            "method": method.as_str(),
+            "params": params,
+        }))
+        .map_err(|e| {
+            error(
+                codes::INVALID_PARAMS,
+                format!("invalid notification params: {e}"),
+                None,
+            )
+        })?;
+        peer.send_notification(notification)
+            .await
+            .map_err(|e| self.service_error(e, Duration::ZERO))
+    }
+
+    fn service_error(&self, e: ServiceError, timeout: Duration) -> ErrorData {
+        let server = serde_json::json!({"server": &*self.shared.config.name});
+        match e {
+            ServiceError::McpError(e) => e,
+            ServiceError::Timeout { .. } => error(
+                codes::UPSTREAM_TIMEOUT,
+                format!(
+                    "upstream '{}' did not answer within {} ms",
+                    self.name(),
+                    timeout.as_millis()
+                ),
+                Some(server),
+            ),
+            ServiceError::TransportClosed
+            | ServiceError::TransportSend(_)
+            | ServiceError::Cancelled { .. } => error(
+                codes::UPSTREAM_UNAVAILABLE,
+                format!(
+                    "upstream '{}' closed the connection before answering",
+                    self.name()
+                ),
+                Some(server),
+            ),
+            other => error(
+                codes::UPSTREAM_PROTOCOL,
+                format!("upstream '{}' failed: {other}", self.name()),
+                Some(server),
+            ),
+        }
+    }
+
+    /// Stops the upstream (the child process is asked to exit, then killed).
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+
+    /// Whether the upstream has stopped for good after [`shutdown`](Self::shutdown).
+    pub fn is_stopped(&self) -> bool {
+        self.shared
+            .stopped
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Turns a method and raw params into rmcp's typed request (unknown methods become custom
+/// requests, so they pass through unchanged).
+fn client_request(method: &Method, params: JsonObject) -> Result<ClientRequest, ErrorData> {
+    let mut message = JsonObject::with_capacity(2);
+    message.insert("method".into(), Value::String(method.as_str().to_owned()));
+    message.insert("params".into(), Value::Object(params));
+    serde_json::from_value(Value::Object(message)).map_err(|e| {
+        error(
+            codes::INVALID_PARAMS,
+            format!("invalid params for {method}: {e}"),
+            None,
+        )
+    })
+}
+
+// === supervision ===
+
+async fn supervise(shared: std::sync::Weak<Shared>) {
+    run(&shared).await;
+    if let Some(s) = shared.upgrade() {
+        *s.state.write().unwrap_or_else(|e| e.into_inner()) = State::Down {
+            reason: "the gateway is shutting down".into(),
+        };
+        s.stopped.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+async fn run(shared: &std::sync::Weak<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let shutdown = s.shutdown.clone();
+        let name = s.config.name.clone();
+        let started = Instant::now();
+        let connected = tokio::select! {
+            r = tokio::time::timeout(s.config.connect_timeout, connect(&s)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer to the handshake within {} s", s.config.connect_timeout.as_secs())),
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        match connected {
+            Ok(mut running) => {
+                let peer = running.peer().clone();
+                let info = peer.peer_info().unwrap_or_else(|| {
+                    Arc::new(ServerPeerInfo::new(
+                        ProtocolVersion::LATEST_WITH_INITIALIZE,
+                        Default::default(),
+                    ))
+                });
+                tracing::info!(server = %name, protocol = %info.protocol_version, "upstream connected");
+                *s.state.write().unwrap_or_else(|e| e.into_inner()) = State::Ready { peer, info };
+                s.events.publish(GatewayEvent::UpstreamUp {
+                    server: name.clone(),
+                });
+                let _ = s.refresh.send(name.clone());
+                drop(s);
+                let closed = tokio::select! {
+                    r = closed(&running) => r,
+                    _ = shutdown.cancelled() => {
+                        let _ = running.close_with_timeout(Duration::from_secs(5)).await;
+                        return;
+                    }
+                };
+                let Some(s) = shared.upgrade() else { return };
+                let reason = format!("connection closed ({closed})");
+                tracing::warn!(server = %name, %reason, "upstream down");
+                *s.state.write().unwrap_or_else(|e| e.into_inner()) = State::Down {
+                    reason: reason.clone(),
+                };
+                s.inflight.fail_all();
+                s.events.publish(GatewayEvent::UpstreamDown {
+                    server: name.clone(),
+                    reason,
+                });
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(server = %name, %reason, "upstream connection failed");
+                let was_down = matches!(
+                    &*s.state.read().unwrap_or_else(|e| e.into_inner()),
+                    State::Down { .. }
+                );
+                *s.state.write().unwrap_or_else(|e| e.into_inner()) = State::Down {
+                    reason: reason.clone(),
+                };
+                if !was_down {
+                    s.events.publish(GatewayEvent::UpstreamDown {
+                        server: name.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let Some(s) = shared.upgrade() else { return };
+        let max = s.config.max_backoff;
+        drop(s);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+/// Waits until the connection ends on its own (child exited, HTTP session gone).
+async fn closed(running: &RunningService<RoleClient, UpstreamHandler>) -> &'static str {
+    // `waiting` consumes the service, and shutdown must still be able to close it gracefully, so
+    // watch the peer's channel instead (it closes when the service loop ends).
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if running.peer().is_transport_closed() {
+            return "transport closed";
+        }
+    }
+}
+
+/// Connects with the configured protocol. `Auto` tries the `initialize` handshake first and
+/// falls back to `server/discover` (2026-07-28 only servers): the gateway keeps one long-lived
+/// session per upstream, where a legacy session is the richer one (server-to-client requests on
+/// the call's own stream, `resources/subscribe`, logging), and servers that speak 2026-07-28
+/// almost always speak 2025-11-25 too.
+async fn connect(s: &Arc<Shared>) -> Result<RunningService<RoleClient, UpstreamHandler>, String> {
+    let modern = ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    match s.config.protocol {
+        ProtocolMode::Legacy => connect_with(s, ClientLifecycleMode::Initialize).await,
+        ProtocolMode::Modern => connect_with(s, modern).await,
+        ProtocolMode::Auto => match connect_with(s, ClientLifecycleMode::Initialize).await {
+            Ok(running) => Ok(running),
+            Err(legacy) => connect_with(s, modern)
+                .await
+                .map_err(|modern| format!("{legacy}; and with server/discover: {modern}")),
+        },
+    }
+}
+
+async fn connect_with(
+    s: &Arc<Shared>,
+    lifecycle: ClientLifecycleMode,
+) -> Result<RunningService<RoleClient, UpstreamHandler>, String> {
+    let handler = UpstreamHandler::new(Arc::downgrade(s));
+    match &s.config.transport {
+        Transport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => {
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args).envs(env).kill_on_drop(true);
+            if let Some(cwd) = cwd {
+                cmd.current_dir(cwd);
+            }
+            let mut wrap = process_wrap::tokio::CommandWrap::from(cmd);
+            wrap.wrap(process_wrap::tokio::ProcessGroup::leader());
+            let (transport, stderr) = TokioChildProcess::builder(wrap)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start '{command}': {e}"))?;
+            if let Some(stderr) = stderr {
+                let name = s.config.name.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::info!(target: "upstream::stderr", server = %name, "{line}");
+                    }
+                });
+            }
+            handler
+                .serve_with_lifecycle(transport, lifecycle)
+                .await
+                .map_err(|e| format!("handshake with '{command}' failed: {e}"))
+        }
+        Transport::Http { url, headers } => {
+            let mut custom = std::collections::HashMap::new();
+            let mut auth = None;
+            for (k, v) in headers {
+                if k.eq_ignore_ascii_case("authorization") {
+                    auth = Some(v.trim_start_matches("Bearer ").to_owned());
+                    continue;
+                }
+                let name = http::HeaderName::try_from(k.as_str())
+                    .map_err(|e| format!("invalid header name '{k}': {e}"))?;
+                let value = http::HeaderValue::try_from(v.as_str())
+                    .map_err(|e| format!("invalid value for header '{k}': {e}"))?;
+                custom.insert(name, value);
+            }
+            // rmcp caps concurrent POSTs per transport at 16; one transport carries every
+            // downstream session's calls here.
+            let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .custom_headers(custom)
+                .max_concurrent_requests(256)
+                .reinit_on_expired_session(true);
+            if let Some(auth) = auth {
+                config = config.auth_header(auth);
+            }
+            let transport = StreamableHttpClientTransport::with_client(http_client(), config);
+            handler
+                .serve_with_lifecycle(transport, lifecycle)
+                .await
+                .map_err(|e| format!("handshake with {url} failed: {e}"))
+        }
+    }
+}
+
+/// One pooled HTTP client for every upstream (rmcp's default disables connection reuse).
+fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .tcp_nodelay(true)
+                // Upstream redirects are not followed (and cost a layer per request).
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
+}

@@ -1,0 +1,180 @@
+//! Connections opened per request target: a managed instance's URL, or an upstream reached with
+//! the caller's own credentials.
+//!
+//! A layer that decides *where* or *as whom* a request goes (the managed layer picks an instance,
+//! the credential layer attaches per-user credentials) puts an [`Endpoint`] into
+//! `ctx.extensions`. Dispatch then sends the request over a connection opened for exactly that
+//! endpoint (the server's own transport with the URL replaced and the headers added), shared by
+//! every request with the same endpoint and closed after it has been idle for a while.
+
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use http::{HeaderName, HeaderValue};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Status, Transport, Upstream, UpstreamConfig, UpstreamParts};
+use crate::{
+    catalog::Naming,
+    events::EventBus,
+    message::{ErrorData, codes, error},
+};
+
+/// Where and as whom one request reaches its upstream; put into `ctx.extensions` by a layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Replaces the server's URL (a managed instance); `None` keeps the configured one.
+    pub url: Option<String>,
+    /// Headers sent with every request on this connection (credentials, instance secrets).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Endpoint {
+    fn key(&self, server: &str) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        server.hash(&mut h);
+        self.url.hash(&mut h);
+        for (k, v) in &self.headers {
+            k.as_str().hash(&mut h);
+            v.as_bytes().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+struct Entry {
+    upstream: Upstream,
+    last_used: Instant,
+}
+
+/// The per-endpoint connections of a gateway.
+pub(crate) struct Pool {
+    entries: Mutex<HashMap<u64, Entry>>,
+    events: EventBus,
+    naming: Naming,
+    shutdown: CancellationToken,
+    idle: Duration,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        events: EventBus,
+        naming: Naming,
+        shutdown: CancellationToken,
+        idle: Duration,
+    ) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            entries: Mutex::new(HashMap::new()),
+            events,
+            naming,
+            shutdown,
+            idle,
+        });
+        tokio::spawn(reap(Arc::downgrade(&pool), idle));
+        pool
+    }
+
+    /// The connection for `endpoint` on `base`'s server, opened (and its handshake awaited) if
+    /// needed.
+    pub(crate) async fn get(
+        &self,
+        base: &Upstream,
+        endpoint: &Endpoint,
+    ) -> Result<Upstream, ErrorData> {
+        let key = endpoint.key(base.name());
+        let upstream = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = entries.entry(key).or_insert_with(|| Entry {
+                upstream: self.open(base.config(), endpoint),
+                last_used: Instant::now(),
+            });
+            entry.last_used = Instant::now();
+            entry.upstream.clone()
+        };
+        let deadline = Instant::now() + upstream.config().connect_timeout;
+        loop {
+            match upstream.status() {
+                Status::Ready { .. } => return Ok(upstream),
+                Status::Down { reason } if Instant::now() >= deadline => {
+                    return Err(error(
+                        codes::UPSTREAM_UNAVAILABLE,
+                        format!("upstream '{}' is unavailable: {reason}", base.name()),
+                        None,
+                    ));
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(error(
+                        codes::UPSTREAM_UNAVAILABLE,
+                        format!("upstream '{}' did not become ready in time", base.name()),
+                        None,
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    fn open(&self, base: &UpstreamConfig, endpoint: &Endpoint) -> Upstream {
+        let mut config = base.clone();
+        if let Transport::Http { url, headers } = &mut config.transport {
+            if let Some(u) = &endpoint.url {
+                *url = u.clone();
+            }
+            for (k, v) in &endpoint.headers {
+                if let Ok(v) = v.to_str() {
+                    headers.insert(k.as_str().to_owned(), v.to_owned());
+                }
+            }
+        } else if let Some(u) = &endpoint.url {
+            // A stdio server run as a managed instance is reached over HTTP (through its bridge).
+            config.transport = Transport::Http {
+                url: u.clone(),
+                headers: endpoint
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect(),
+            };
+        }
+        // Its lists are not merged into the catalog (the configured server's are).
+        let (refresh, _) = mpsc::unbounded_channel();
+        Upstream::spawn(
+            config,
+            UpstreamParts {
+                events: self.events.clone(),
+                refresh,
+                naming: self.naming.clone(),
+                shutdown: self.shutdown.child_token(),
+            },
+        )
+    }
+
+    /// How many per-endpoint connections are open.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}
+
+async fn reap(pool: std::sync::Weak<Pool>, idle: Duration) {
+    let mut tick = tokio::time::interval(idle.max(Duration::from_millis(100)) / 2);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        if pool.shutdown.is_cancelled() {
+            return;
+        }
+        let mut entries = pool.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, e| {
+            let keep = e.last_used.elapsed() < pool.idle;
+            if !keep {
+                e.upstream.shutdown();
+            }
+            keep
+        });
+    }
+}

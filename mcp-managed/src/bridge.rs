@@ -1,0 +1,552 @@
+//! The bridge: runs a stdio MCP server as a child and serves it over Streamable HTTP.
+//!
+//! This module is the library behind the `mcp-bridge` binary; the local-process runtime runs that
+//! binary, containers use it as their entrypoint.
+//!
+//! - The child is driven with rmcp's client (`TokioChildProcess`); the bridge initializes it once
+//!   and is **ready** once `initialize` and `tools/list` succeeded (`GET /readyz` answers 200;
+//!   `GET /healthz` answers 200 while the bridge runs).
+//! - `POST /mcp` takes one JSON-RPC message. Before anything is parsed or reaches the child, the
+//!   source address is checked against the allowlist (403) and the `x-mcp-bridge-secret` header
+//!   against the shared secret (401): both sides are HMAC-SHA256'd under a per-process random key
+//!   and compared with `ring::hmac::verify` (constant time). `initialize` is answered from the
+//!   child's own initialize result; other requests are forwarded and their answers returned as
+//!   `application/json`; notifications get 202. The bridge keeps no HTTP session (no
+//!   `Mcp-Session-Id`); server-to-client requests from the child are not relayed.
+//! - When the child exits, the bridge is not ready until a new child (restarted with exponential
+//!   backoff, 100 ms up to 5 s) has passed initialize and tools/list again.
+//! - The secret is read from an environment variable and removed from the child's environment.
+
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use ring::hmac;
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{ClientJsonRpcMessage, ClientRequest, ErrorCode, ServerResult},
+    service::{Peer, RunningService, ServiceError},
+    transport::TokioChildProcess,
+};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::spec::SECRET_HEADER;
+
+/// The largest request body the bridge reads.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+// === source allowlist ===
+
+/// An IP network (`10.0.0.0/8`, `127.0.0.1`, `::1/128`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+// === config ===
+
+/// How to run a bridge.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The server's argv (program first).
+    pub command: Vec<String>,
+    /// The shared secret; `None` only when explicitly running without one.
+    pub secret: Option<String>,
+    /// Source networks allowed to call (empty: any).
+    pub allow: Vec<IpNet>,
+    /// Environment variables removed from the child's environment (the secret's variable).
+    pub scrub_env: Vec<String>,
+}
+
+/// A secret checker: HMAC both sides under a random key, compare in constant time.
+struct SecretCheck {
+    key: hmac::Key,
+    tag: hmac::Tag,
+}
+
+impl SecretCheck {
+    fn new(secret: &str) -> Result<Self, ring::error::Unspecified> {
+        let rng = ring::rand::SystemRandom::new();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)?;
+        let tag = hmac::sign(&key, secret.as_bytes());
+        Ok(Self { key, tag })
+    }
+
+    fn check(&self, presented: &[u8]) -> bool {
+        hmac::verify(&self.key, presented, self.tag.as_ref()).is_ok()
+    }
+}
+
+// === state ===
+
+struct State {
+    secret: Option<SecretCheck>,
+    allow: Vec<IpNet>,
+    ready: AtomicBool,
+    restarts: AtomicU64,
+    peer: RwLock<Option<(Peer<RoleClient>, Value)>>,
+}
+
+/// A running bridge; dropping it does not stop it, call [`Bridge::shutdown`].
+#[derive(Clone)]
+pub struct Bridge {
+    state: Arc<State>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("addr", &self.addr)
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+/// Why a bridge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// No command was given.
+    #[error("no server command given")]
+    NoCommand,
+    /// No secret was given.
+    #[error("no shared secret: set the secret variable or pass --insecure-no-secret")]
+    NoSecret,
+    /// The random key for the secret check could not be made.
+    #[error("no randomness for the secret check")]
+    Random,
+}
+
+impl Bridge {
+    /// Starts serving on `listener` and supervising the child.
+    pub fn start(config: BridgeConfig, listener: TcpListener) -> Result<Self, BridgeError> {
+        if config.command.is_empty() {
+            return Err(BridgeError::NoCommand);
+        }
+        let secret = match &config.secret {
+            Some(s) if !s.is_empty() => Some(SecretCheck::new(s).map_err(|_| BridgeError::Random)?),
+            Some(_) => return Err(BridgeError::NoSecret),
+            None => None,
+        };
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let state = Arc::new(State {
+            secret,
+            allow: config.allow.clone(),
+            ready: AtomicBool::new(false),
+            restarts: AtomicU64::new(0),
+            peer: RwLock::new(None),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(supervise(state.clone(), config, stop.clone()));
+        tokio::spawn(accept_loop(state.clone(), listener, stop.clone()));
+        Ok(Self { state, addr, stop })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the child passed initialize and tools/list.
+    pub fn is_ready(&self) -> bool {
+        self.state.ready.load(Ordering::Acquire)
+    }
+
+    /// How often the child was restarted.
+    pub fn restarts(&self) -> u64 {
+        self.state.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Stops serving and stops the child.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Resolves once shutdown was asked for.
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await;
+    }
+}
+
+async fn start_child(
+    config: &BridgeConfig,
+) -> Result<RunningService<RoleClient, ()>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut cmd = tokio::process::Command::new(&config.command[0]);
+    cmd.args(&config.command[1..]).stderr(Stdio::inherit());
+    for v in &config.scrub_env {
+        cmd.env_remove(v);
+    }
+    let transport = TokioChildProcess::new(cmd)?;
+    let running = ().serve(transport).await?;
+    if running
+        .peer()
+        .peer_info()
+        .is_some_and(|i| i.capabilities.tools.is_some())
+    {
+        running.peer().list_tools(None).await?;
+    }
+    Ok(running)
+}
+
+async fn supervise(state: Arc<State>, config: BridgeConfig, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        let attempt = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = start_child(&config) => r,
+        };
+        match attempt {
+            Ok(mut running) => {
+                let info = running
+                    .peer()
+                    .peer_info()
+                    .and_then(|i| serde_json::to_value(&*i).ok())
+                    .unwrap_or_else(|| json!({}));
+                *state.peer.write().await = Some((running.peer().clone(), info));
+                state.ready.store(true, Ordering::Release);
+                tracing::info!("mcp-bridge: child ready");
+                let stopped = tokio::select! {
+                    _ = stop.cancelled() => true,
+                    _ = wait_closed(&mut running) => false,
+                };
+                state.ready.store(false, Ordering::Release);
+                *state.peer.write().await = None;
+                // Closing the service drops the transport, which kills the child.
+                let _ = running.close_with_timeout(Duration::from_secs(8)).await;
+                if stopped {
+                    return;
+                }
+                tracing::warn!("mcp-bridge: child exited; restarting");
+                if started.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(100);
+                }
+            }
+            Err(e) => tracing::warn!("mcp-bridge: child failed to start: {e}"),
+        }
+        state.restarts.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn wait_closed(running: &mut RunningService<RoleClient, ()>) {
+    // The peer's channel closes when the service loop ends (the child's stdout closed).
+    let peer = running.peer().clone();
+    while !peer.is_transport_closed() {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn accept_loop(state: Arc<State>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("mcp-bridge: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, remote, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                r = conn => if let Err(e) = r { tracing::debug!("mcp-bridge: connection: {e}") },
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json_response(v: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn rpc_error(id: Option<&Value>, code: i32, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
+}
+
+async fn handle(
+    state: &State,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if !state.allow.is_empty() && !state.allow.iter().any(|n| n.contains(remote.ip())) {
+        return text(StatusCode::FORBIDDEN, "source address not allowed\n");
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            return if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            };
+        }
+        _ => {}
+    }
+    if let Some(check) = &state.secret {
+        let ok = req
+            .headers()
+            .get(SECRET_HEADER)
+            .is_some_and(|v| check.check(v.as_bytes()));
+        if !ok {
+            return text(StatusCode::UNAUTHORIZED, "missing or wrong shared secret\n");
+        }
+    }
+    if req.uri().path() != "/mcp" {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    match *req.method() {
+        Method::POST => {}
+        Method::DELETE => return text(StatusCode::OK, ""),
+        _ => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only POST\n");
+            r.headers_mut().insert(
+                header::ALLOW,
+                http::HeaderValue::from_static("POST, DELETE"),
+            );
+            return r;
+        }
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            let mut r = json_response(&rpc_error(None, -32700, &format!("parse error: {e}")));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return r;
+        }
+    };
+    let id = value.get("id").cloned();
+    let Some(method) = value
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        // A response from the client to a server request: nothing is relayed.
+        return text(StatusCode::ACCEPTED, "");
+    };
+    let peer = state.peer.read().await.clone();
+    let Some((peer, info)) = peer else {
+        return match id {
+            Some(id) => json_response(&rpc_error(
+                Some(&id),
+                mcp_gateway_core::codes::UPSTREAM_UNAVAILABLE,
+                "the server is not ready",
+            )),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        };
+    };
+    let Some(id) = id else {
+        if method == "notifications/initialized" {
+            return text(StatusCode::ACCEPTED, "");
+        }
+        if let Ok(ClientJsonRpcMessage::Notification(n)) =
+            serde_json::from_value::<ClientJsonRpcMessage>(value)
+        {
+            let _ = peer.send_notification(n.notification).await;
+        }
+        return text(StatusCode::ACCEPTED, "");
+    };
+    if method == "initialize" {
+        let mut result = info;
+        if result.get("serverInfo").is_none() {
+            result["serverInfo"] =
+                json!({"name": "mcp-bridge", "version": env!("CARGO_PKG_VERSION")});
+        }
+        return json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
+    }
+    let request: ClientRequest = match serde_json::from_value::<ClientJsonRpcMessage>(value) {
+        Ok(ClientJsonRpcMessage::Request(r)) => r.request,
+        Ok(_) => return json_response(&rpc_error(Some(&id), -32600, "not a request")),
+        Err(e) => {
+            return json_response(&rpc_error(
+                Some(&id),
+                ErrorCode::INVALID_PARAMS.0,
+                &format!("invalid request: {e}"),
+            ));
+        }
+    };
+    match peer.send_request(request).await {
+        Ok(result) => {
+            let result: Value = match result {
+                ServerResult::EmptyResult(_) => json!({}),
+                other => serde_json::to_value(&other).unwrap_or_else(|_| json!({})),
+            };
+            json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
+        }
+        Err(ServiceError::McpError(e)) => json_response(&json!({
+            "jsonrpc": "2.0", "id": id, "error": e,
+        })),
+        Err(e) => json_response(&rpc_error(
+            Some(&id),
+            mcp_gateway_core::codes::UPSTREAM_UNAVAILABLE,
+            &format!("the server did not answer: {e}"),
+        )),
+    }
+}
+
+/// `mcp-bridge probe URL`: a GET that succeeds on a 2xx answer (for container health checks,
+/// where images built `FROM scratch` have no curl).
+pub async fn probe(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(hostport),
+    )
+    .await
+    .map_err(|_| "timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(header::HOST, hostport)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let res = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {}", res.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipnet() {
+        let n: IpNet = "10.1.0.0/16".parse().unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        let one: IpNet = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        assert!("1.2.3.4/33".parse::<IpNet>().is_err());
+        assert!("nope".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn secret_check_is_exact() {
+        let c = SecretCheck::new("s3cret").unwrap();
+        assert!(c.check(b"s3cret"));
+        assert!(!c.check(b"s3cre"));
+        assert!(!c.check(b"s3crett"));
+        assert!(!c.check(b""));
+    }
+}
