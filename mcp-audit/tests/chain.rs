@@ -1,6 +1,6 @@
 //! Hash chain: rotation, verify, edits and truncation reported at the exact record, recovery.
 
-mod common;
+use crate::common;
 
 use std::{fs, sync::Arc};
 

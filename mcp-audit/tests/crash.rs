@@ -1,6 +1,6 @@
 //! Faults in a child process: `kill -9` under load, and a full disk (RLIMIT_FSIZE).
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashSet,
@@ -29,9 +29,11 @@ fn child(name: &str, dir: &std::path::Path, wrap: Option<&str>) -> Command {
         }
         None => Command::new(exe),
     };
+    // The test binary holds every integration test; children are addressed by their full path.
+    let name = format!("{}::{name}", module_path!().split_once("::").map_or("", |(_, m)| m));
     cmd.args([
         "--exact",
-        name,
+        &name,
         "--ignored",
         "--nocapture",
         "--test-threads=1",

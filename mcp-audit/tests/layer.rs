@@ -1,6 +1,6 @@
 //! The layer records every field, propagates trace context and records the reverse path.
 
-mod common;
+use crate::common;
 
 use std::{sync::Arc, time::Duration};
 

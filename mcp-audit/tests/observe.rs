@@ -1,6 +1,6 @@
 //! Metrics parsed by the real Prometheus parser, export with filters, the CLI, and alerts.
 
-mod common;
+use crate::common;
 
 use std::{io::Write, process::Stdio, sync::Arc, time::Duration};
 

@@ -2,7 +2,7 @@
 //! test on 127.0.0.1, gets the trace, the logs and the metrics.
 #![cfg(feature = "otlp")]
 
-mod common;
+use crate::common;
 
 use std::{collections::HashSet, time::Duration};
 

@@ -1,6 +1,6 @@
 //! The bounded queue: block and spill policies, a stalled sink, a failing sink.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashSet,

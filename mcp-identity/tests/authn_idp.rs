@@ -2,7 +2,7 @@
 //! token is accepted and its identity reaches the inner service; every bad-token class is refused
 //! with 401 + the right `WWW-Authenticate` and no detail.
 
-mod common;
+use crate::common;
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 

@@ -3,7 +3,7 @@
 //! real IdP for token exchange. Shared vs per-user credentials, RFC 8693 exchange, the identity
 //! JWT, and: the client's own token never reaches the upstream.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::HashSet,

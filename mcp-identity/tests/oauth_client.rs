@@ -4,7 +4,7 @@
 //! completes the callback, stores the tokens in the vault, uses them, refreshes them, and builds
 //! a step-up URL on `insufficient_scope`.
 
-mod common;
+use crate::common;
 
 use std::{convert::Infallible, sync::Arc, sync::Mutex};
 

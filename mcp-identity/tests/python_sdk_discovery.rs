@@ -3,7 +3,7 @@
 //! document, discovers the real IdP, registers, authorizes with PKCE and a resource indicator,
 //! and calls a tool that reports the identity the layer verified.
 
-mod common;
+use crate::common;
 
 use std::{convert::Infallible, process::Command, sync::Arc, time::Duration};
 

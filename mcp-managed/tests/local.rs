@@ -3,7 +3,7 @@
 //! restart -> recovery, reaping and caps, drain, rolling update, and faults. Every test asserts
 //! that no process it started is left.
 
-mod common;
+use crate::common;
 
 use std::{sync::Arc, time::Duration};
 

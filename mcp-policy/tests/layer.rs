@@ -1,7 +1,7 @@
 //! The policy layer driven through tower with a route stand-in: scoping, rug pulls, kill
 //! switches, rate limits, threats, approvals, overrides, reload.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Properties: fail-closed with no rules, hidden is indistinguishable from missing (lists and
 //! calls), decisions are deterministic, overrides round-trip to the upstream.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
