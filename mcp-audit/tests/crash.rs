@@ -30,7 +30,10 @@ fn child(name: &str, dir: &std::path::Path, wrap: Option<&str>) -> Command {
         None => Command::new(exe),
     };
     // The test binary holds every integration test; children are addressed by their full path.
-    let name = format!("{}::{name}", module_path!().split_once("::").map_or("", |(_, m)| m));
+    let name = format!(
+        "{}::{name}",
+        module_path!().split_once("::").map_or("", |(_, m)| m)
+    );
     cmd.args([
         "--exact",
         &name,

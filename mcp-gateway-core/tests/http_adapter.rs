@@ -575,6 +575,79 @@ async fn resume_after_disconnect_with_last_event_id() {
     );
 }
 
+/// A session call slower than `stream_after` becomes an SSE stream that opens with a priming
+/// event (id, `retry`, empty data; SEP-1699); a client that drops it resumes from that id and
+/// gets the answer. A fast call stays plain JSON.
+#[tokio::test]
+async fn slow_answer_opens_a_resumable_stream_with_a_priming_event() {
+    let s = start(
+        HttpConfig::new()
+            .stream_after(Some(Duration::from_millis(50)))
+            .sse_retry(Duration::from_millis(250)),
+    )
+    .await;
+    let sid = initialize(&s.url).await;
+    let fast = in_session(&s.url, &sid)
+        .body(call("echo", json!({"text": "quick"}), 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fast.headers()["content-type"], "application/json");
+
+    // Without the switch the headers would wait for the answer, which waits for us.
+    let mut res = tokio::time::timeout(
+        Duration::from_secs(10),
+        in_session(&s.url, &sid)
+            .body(call("slow", json!({}), 2))
+            .send(),
+    )
+    .await
+    .expect("headers before the answer")
+    .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(Duration::from_secs(10), res.chunk())
+        .await
+        .expect("priming event in time")
+        .unwrap()
+        .expect("a first chunk");
+    let first = String::from_utf8(first.to_vec()).unwrap();
+    let priming_id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("priming event has an id: {first:?}"))
+        .to_owned();
+    assert!(first.contains("retry: 250\n"), "{first:?}");
+    assert!(first.contains("data: \n\n"), "{first:?}");
+    drop(res); // the connection is lost mid-call
+    s.state.release.notify_one();
+
+    let mut got = None;
+    for _ in 0..50 {
+        let res = client()
+            .get(&s.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &sid)
+            .header("x-test-user", "alice")
+            .header("last-event-id", &priming_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let mut sse = Sse::new(res);
+        while let Some((_, ev)) = sse.next().await {
+            if ev["id"] == 2 {
+                got = Some(ev);
+            }
+        }
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = got.expect("the answer after resuming");
+    assert_eq!(got["result"]["content"][0]["text"], "slow done", "{got}");
+}
+
 #[tokio::test]
 async fn get_stream_carries_bus_events_and_is_unique() {
     let s = start(HttpConfig::new()).await;

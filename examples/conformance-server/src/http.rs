@@ -50,6 +50,8 @@ pub enum ReconnectError {
 pub struct ReconnectHandle {
     inner: LocalSessionManager,
     streams: StreamMap,
+    /// Woken whenever a client resumes a stream with `Last-Event-ID`.
+    resumed: tokio::sync::Notify,
 }
 
 fn lock(
@@ -79,9 +81,29 @@ impl ReconnectHandle {
         Self::default()
     }
 
+    /// Closes the SSE stream that carries `context`'s request (see [`Self::close_stream_of`]),
+    /// then waits until the client has resumed a stream with `Last-Event-ID`, at most `patience`.
+    ///
+    /// rmcp 3.9's session worker drops a request's channel, replay cache included, as soon as
+    /// the answer is sent on it, so an answer sent before the client comes back is lost to a
+    /// client that honours `retry` (rmcp's own client waits the full [`RECONNECT_RETRY`]; the
+    /// conformance suite's client reconnects at once). Answering after the resume works for both.
+    pub async fn close_stream_and_await_resume(
+        &self,
+        context: &RequestContext<RoleServer>,
+        patience: std::time::Duration,
+    ) -> Result<(), ReconnectError> {
+        let resumed = self.resumed.notified();
+        tokio::pin!(resumed);
+        resumed.as_mut().enable();
+        self.close_stream_of(context).await?;
+        // A client that never resumes still gets its answer cached after `patience`.
+        let _ = tokio::time::timeout(patience, resumed).await;
+        Ok(())
+    }
+
     /// Closes the SSE stream that carries `context`'s request, after a priming event that asks
-    /// the client to reconnect after [`RECONNECT_RETRY`]; the answer is cached and replayed when
-    /// the client resumes with `Last-Event-ID`.
+    /// the client to reconnect after [`RECONNECT_RETRY`].
     pub async fn close_stream_of(
         &self,
         context: &RequestContext<RoleServer>,
@@ -192,7 +214,9 @@ impl SessionManager for ReconnectHandle {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.inner.resume(id, last_event_id).await
+        let stream = self.inner.resume(id, last_event_id).await?;
+        self.resumed.notify_waiters();
+        Ok(stream)
     }
 
     async fn restore_session(

@@ -576,11 +576,12 @@ impl ConformanceServer {
         let Some(handle) = &self.reconnect else {
             return tool_failure("test_reconnection needs the Streamable HTTP transport");
         };
-        match handle.close_stream_of(context).await {
+        match handle
+            .close_stream_and_await_resume(context, 4 * RECONNECT_RETRY)
+            .await
+        {
             Ok(()) => {
-                // Answer after the stream closed: the answer waits in the session's cache until
-                // the client resumes with Last-Event-ID.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Answered on the stream the client resumed with Last-Event-ID.
                 text_result("Reconnection test completed successfully")
             }
             Err(error) => tool_failure(format!("could not close the SSE stream: {error}")),

@@ -49,6 +49,15 @@ pub(crate) fn sse_event(id: Option<&str>, json: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// A priming event (SEP-1699): an event id with empty data, plus the reconnection delay, so a
+/// client can resume the stream with `Last-Event-ID` before any message has been sent on it.
+pub(crate) fn priming_event(id: &str, retry: std::time::Duration) -> Bytes {
+    Bytes::from(format!(
+        "id: {id}\nretry: {}\ndata: \n\n",
+        retry.as_millis()
+    ))
+}
+
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 /// An SSE body: yields what arrives on the channel, ends when every sender is gone, and sends a

@@ -28,6 +28,8 @@ pub struct HttpConfig {
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) session_key: Option<Arc<SessionKey>>,
     pub(crate) sse_keep_alive: Option<Duration>,
+    pub(crate) stream_after: Option<Duration>,
+    pub(crate) sse_retry: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_session_age: Duration,
     pub(crate) replay_buffer: usize,
@@ -44,7 +46,8 @@ impl Default for HttpConfig {
 
 impl HttpConfig {
     /// Defaults: path `/mcp`, 4 MiB bodies, localhost hosts and origins only, a random session
-    /// key (sessions resume only within this process), 15 s keep-alive, 10 min idle timeout,
+    /// key (sessions resume only within this process), 15 s keep-alive, answers slower than
+    /// 100 ms streamed with a priming event and a 1 s `retry`, 10 min idle timeout,
     /// 24 h maximum session age, 64 replayable events per session, no event bus.
     pub fn new() -> Self {
         Self {
@@ -54,6 +57,8 @@ impl HttpConfig {
             allowed_origins: Vec::new(),
             session_key: None,
             sse_keep_alive: Some(Duration::from_secs(15)),
+            stream_after: Some(Duration::from_millis(100)),
+            sse_retry: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(600),
             max_session_age: Duration::from_secs(24 * 3600),
             replay_buffer: 64,
@@ -105,6 +110,25 @@ impl HttpConfig {
     #[must_use]
     pub fn sse_keep_alive(mut self, every: Option<Duration>) -> Self {
         self.sse_keep_alive = every;
+        self
+    }
+
+    /// When a session request's answer takes longer than `after`, the response becomes an SSE
+    /// stream that opens with a priming event (an event id, empty data and a `retry` field,
+    /// SEP-1699), so a client that loses the connection during a long call can resume it with
+    /// `Last-Event-ID`. Faster answers stay plain JSON. `None`: stream only when the call sends
+    /// notifications or requests. Stateless (2026-07-28) requests have nothing to resume and are
+    /// never switched.
+    #[must_use]
+    pub fn stream_after(mut self, after: Option<Duration>) -> Self {
+        self.stream_after = after;
+        self
+    }
+
+    /// The reconnection delay the priming event announces (SSE `retry`, default 1 s).
+    #[must_use]
+    pub fn sse_retry(mut self, retry: Duration) -> Self {
+        self.sse_retry = retry;
         self
     }
 
@@ -200,6 +224,11 @@ pub struct HttpSettings {
     pub session_key_env: Option<String>,
     /// SSE keep-alive interval in seconds; 0 turns keep-alives off (default 15).
     pub sse_keep_alive_secs: Option<u64>,
+    /// Milliseconds after which a slow answer becomes a resumable SSE stream; 0 turns the
+    /// switch off (default 100).
+    pub stream_after_ms: Option<u64>,
+    /// The `retry` a priming event announces, in milliseconds (default 1000).
+    pub sse_retry_ms: Option<u64>,
     /// Idle session timeout in seconds (default 600).
     pub idle_timeout_secs: Option<u64>,
     /// Maximum session age in seconds (default 86400).
@@ -286,6 +315,12 @@ impl HttpSettings {
         };
         if let Some(k) = key {
             config = config.session_key(SessionKey::from_encoded(&k).map_err(SettingsError::Key)?);
+        }
+        if let Some(ms) = self.stream_after_ms {
+            config = config.stream_after((ms > 0).then(|| Duration::from_millis(ms)));
+        }
+        if let Some(ms) = self.sse_retry_ms {
+            config = config.sse_retry(Duration::from_millis(ms));
         }
         if let Some(s) = self.sse_keep_alive_secs {
             config = config.sse_keep_alive((s > 0).then(|| Duration::from_secs(s)));

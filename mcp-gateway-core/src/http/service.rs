@@ -1011,7 +1011,20 @@ where
             }
         }
         let keep_alive = self.shared.config.sse_keep_alive;
-        match first.await {
+        let mut first = first;
+        let first = match self.shared.config.stream_after {
+            Some(after) if session.is_some() => {
+                match tokio::time::timeout(after, &mut first).await {
+                    Ok(first) => first,
+                    // Still working: open a resumable stream now; the answer follows on it.
+                    Err(_) if stream.prime(self.shared.config.sse_retry) => Ok(First::Sse),
+                    // The answer raced the timer.
+                    Err(_) => first.await,
+                }
+            }
+            _ => first.await,
+        };
+        match first {
             Ok(First::Json(bytes)) => json_response(bytes),
             Ok(First::Sse) | Ok(First::Nothing) | Err(_) => {
                 sse_response(SseBody::new(rx, keep_alive))

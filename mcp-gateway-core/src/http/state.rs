@@ -444,6 +444,27 @@ impl Stream {
         }
     }
 
+    /// Turns a still-silent stream into SSE with a priming event (see
+    /// [`HttpConfig::stream_after`](super::HttpConfig::stream_after)). `false` when the stream
+    /// has already answered or streamed, or has no session to resume in.
+    pub(crate) fn prime(&self, retry: std::time::Duration) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.done || inner.sse || self.session.is_none() || self.kind != StreamKind::Post {
+            return false;
+        }
+        inner.sse = true;
+        if let Some(first) = inner.first.take() {
+            let _ = first.send(First::Sse);
+        }
+        let event = super::body::priming_event(&self.event_id(inner.seq), retry);
+        if let Some(tx) = &inner.tx
+            && tx.send(event).is_err()
+        {
+            inner.tx = None;
+        }
+        true
+    }
+
     /// Sends the final response and ends the stream.
     pub(crate) fn finish(&self, json: Vec<u8>) {
         let mut inner = lock(&self.inner);
