@@ -13,10 +13,11 @@ die() { printf 'install-test-deps: %s\n' "$*" >&2; exit 1; }
 command -v python3 >/dev/null 2>&1 || die "python3 is required (3.10 or newer)"
 command -v npm >/dev/null 2>&1 || die "npm is required (Node 20 or newer; Node 22 is installed from npm)"
 
-# --- Debian packages (sshd and dockerd for the managed-runtime tests) ---------------------------
+# --- Debian packages (sshd and dockerd for the managed-runtime tests, nginx for multi-replica) ---
 need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     as_root=()
@@ -31,7 +32,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     log "apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update -qq >/dev/null
+    # The tests start their own daemons on 127.0.0.1; keep the packages' services (nginx on
+    # port 80, dockerd) from starting at install time.
+    policy_rc=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy_rc=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy_rc" >/dev/null
+      "${as_root[@]}" chmod +x "$policy_rc"
+    fi
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    [ -z "$policy_rc" ] || "${as_root[@]}" rm -f "$policy_rc"
   fi
 fi
 
