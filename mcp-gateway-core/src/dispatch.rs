@@ -60,6 +60,9 @@ pub struct DispatchConfig {
     pub page_size: usize,
     /// What lists do while an upstream is down.
     pub list_fail_mode: ListFailMode,
+    /// Forward resource URIs whose host is link-local or a cloud metadata address (see
+    /// [`crate::ssrf`]); refused by default.
+    pub allow_link_local: bool,
 }
 
 impl Default for DispatchConfig {
@@ -70,6 +73,7 @@ impl Default for DispatchConfig {
             instructions: None,
             page_size: 500,
             list_fail_mode: ListFailMode::Open,
+            allow_link_local: false,
         }
     }
 }
@@ -305,6 +309,19 @@ impl Inner {
         let Some(target) = req.ctx.target.clone() else {
             return req.error(self.missing(&req));
         };
+        if !self.config.allow_link_local
+            && matches!(
+                req.method,
+                Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe
+            )
+            && let Some((host, why)) = req.uri().and_then(crate::ssrf::refused_url)
+        {
+            return req.error(error(
+                codes::INVALID_PARAMS,
+                format!("resource URI refused: its host {host} is {why}"),
+                None,
+            ));
+        }
         let Some(base) = self.upstreams.get(&target.server) else {
             return req.error(self.missing(&req));
         };

@@ -42,6 +42,7 @@ pub mod identity;
 pub mod message;
 pub mod route;
 pub mod session;
+pub mod ssrf;
 pub mod trace;
 pub mod upstream;
 

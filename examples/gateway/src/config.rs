@@ -30,6 +30,10 @@ pub(crate) struct File {
     /// `open` (default) or `closed`.
     #[serde(default)]
     pub(crate) list_fail_mode: Option<Spanned<String>>,
+    /// Reach link-local and cloud metadata addresses (upstream URLs, resource URIs); refused by
+    /// default (server-side request forgery guard, `mcp_gateway_core::ssrf`).
+    #[serde(default)]
+    pub(crate) allow_link_local: bool,
     /// The MCP endpoint's path.
     #[serde(default)]
     pub(crate) path: Option<String>,
@@ -191,6 +195,7 @@ pub(crate) struct Settings {
     pub(crate) naming: Naming,
     pub(crate) page_size: Option<usize>,
     pub(crate) list_fail_mode: ListFailMode,
+    pub(crate) allow_link_local: bool,
     pub(crate) path: Option<String>,
     pub(crate) allowed_hosts: Vec<String>,
     pub(crate) allowed_origins: Vec<String>,
@@ -359,6 +364,16 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
                 }
             }
             (None, Some(url)) => {
+                if !file.allow_link_local
+                    && let Some((host, why)) = mcp_gateway_core::ssrf::refused_url(url.get_ref())
+                {
+                    p.at(
+                        url.span(),
+                        format!(
+                            "server '{name}': url host {host} is {why}; refused unless allow_link_local = true"
+                        ),
+                    );
+                }
                 match url.get_ref().parse::<http::Uri>() {
                     Ok(u)
                         if matches!(u.scheme_str(), Some("http" | "https"))
@@ -416,6 +431,7 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
                 }
             };
         }
+        config.allow_link_local = file.allow_link_local;
         upstreams.push(config);
     }
     if let Some(identity) = &file.identity
@@ -488,6 +504,7 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
         naming,
         page_size: file.page_size,
         list_fail_mode,
+        allow_link_local: file.allow_link_local,
         path: file.path,
         allowed_hosts: file.allowed_hosts,
         allowed_origins: file.allowed_origins,

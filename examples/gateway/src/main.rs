@@ -248,6 +248,7 @@ async fn run(settings: config::Settings) -> Result<(), BoxError> {
     let mut dispatch = DispatchConfig {
         instructions: settings.instructions.clone(),
         list_fail_mode: settings.list_fail_mode,
+        allow_link_local: settings.allow_link_local,
         ..DispatchConfig::default()
     };
     if let Some(n) = settings.page_size {

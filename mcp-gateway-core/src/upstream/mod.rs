@@ -109,6 +109,9 @@ pub struct UpstreamConfig {
     pub protocol: ProtocolMode,
     /// The longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Connect even when the URL's host is, or resolves to, a link-local or cloud metadata
+    /// address (see [`crate::ssrf`]); refused by default.
+    pub allow_link_local: bool,
 }
 
 impl UpstreamConfig {
@@ -122,6 +125,7 @@ impl UpstreamConfig {
             connect_timeout: Duration::from_secs(30),
             protocol: ProtocolMode::Auto,
             max_backoff: Duration::from_secs(30),
+            allow_link_local: false,
         }
     }
 }
@@ -555,6 +559,12 @@ async fn connect_with(
                 .map_err(|e| format!("handshake with '{command}' failed: {e}"))
         }
         Transport::Http { url, headers } => {
+            let guarded = !s.config.allow_link_local;
+            if guarded && let Some((host, why)) = crate::ssrf::refused_url(url) {
+                return Err(format!(
+                    "refused to connect to {url}: its host {host} is {why} (allow_link_local allows it)"
+                ));
+            }
             let mut custom = std::collections::HashMap::new();
             let mut auth = None;
             for (k, v) in headers {
@@ -577,7 +587,8 @@ async fn connect_with(
             if let Some(auth) = auth {
                 config = config.auth_header(auth);
             }
-            let transport = StreamableHttpClientTransport::with_client(http_client(), config);
+            let transport =
+                StreamableHttpClientTransport::with_client(http_client(guarded), config);
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
@@ -586,19 +597,25 @@ async fn connect_with(
     }
 }
 
-/// One pooled HTTP client for every upstream (rmcp's default disables connection reuse).
-fn http_client() -> reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .tcp_nodelay(true)
-                // Upstream redirects are not followed (and cost a layer per request).
-                .redirect(reqwest::redirect::Policy::none())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .pool_max_idle_per_host(64)
-                .build()
-                .unwrap_or_default()
-        })
-        .clone()
+/// One pooled HTTP client for every upstream (rmcp's default disables connection reuse); the
+/// guarded one resolves names through [`crate::ssrf::GuardedResolver`].
+fn http_client(guarded: bool) -> reqwest::Client {
+    static GUARDED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    static OPEN: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let cell = if guarded { &GUARDED } else { &OPEN };
+    cell.get_or_init(|| {
+        let builder = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            // Upstream redirects are not followed (and cost a layer per request).
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64);
+        let builder = if guarded {
+            builder.dns_resolver(Arc::new(crate::ssrf::GuardedResolver))
+        } else {
+            builder
+        };
+        builder.build().unwrap_or_default()
+    })
+    .clone()
 }

@@ -1,0 +1,494 @@
+//! Attacks against the reference gateway binary, each an automated test: server-side request
+//! forgery through upstream URLs and resource URIs, token passthrough, session hijack with a
+//! stolen session id, DNS rebinding and foreign origins, request smuggling, oversized and deeply
+//! nested payloads, and look-alike Unicode tool names. After each attack the gateway keeps
+//! serving.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use mcp_gateway_tests::{
+    ChildGuard, HttpPeer, free_port, jsonrpc_message, python, scratch_dir, spawn_gateway,
+    wait_for_http, workspace_bin,
+};
+use serde_json::{Value, json};
+
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("a string encodes")
+}
+
+fn demo_server() -> String {
+    let exe = workspace_bin("mcp-gateway").expect("mcp-gateway is built");
+    format!(
+        "[[server]]\nname = \"demo\"\ncommand = {}\nargs = [\"demo-server\"]\n",
+        q(&exe.to_string_lossy())
+    )
+}
+
+fn start(label: &str, toml: &str) -> (HttpPeer, std::path::PathBuf) {
+    let dir = scratch_dir(label).expect("scratch dir");
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, toml.replace("{dir}", &dir.to_string_lossy())).expect("config");
+    let gw = spawn_gateway(label, &config, &[]).expect("gateway starts");
+    (gw, config)
+}
+
+fn cli(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(workspace_bin("mcp-gateway").expect("built"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("mcp-gateway runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// One POST; `(status, session id header, JSON-RPC message)`.
+fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Option<String>, Value) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().expect("the gateway answers");
+    let status = res.status().as_u16();
+    let sid = res
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = res.text().expect("body");
+    (status, sid, jsonrpc_message(&text))
+}
+
+fn initialize_body() -> String {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "attacker", "version": "1"}}})
+    .to_string()
+}
+
+fn call_body(id: u64, name: &str, args: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": name, "arguments": args}})
+    .to_string()
+}
+
+/// Opens a session (with `auth` headers) and returns its id.
+fn session(url: &str, auth: &[(&str, &str)]) -> String {
+    let (status, sid, msg) = post(url, auth, &initialize_body());
+    assert_eq!(status, 200, "{msg}");
+    let sid = sid.expect("a session id");
+    let mut h = auth.to_vec();
+    h.push(("mcp-session-id", &sid));
+    h.push(("mcp-protocol-version", "2025-11-25"));
+    let (status, _, _) = post(
+        url,
+        &h,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    );
+    assert_eq!(status, 202);
+    sid
+}
+
+/// Calls `demo__echo` in a fresh session: the gateway still serves.
+fn still_serves(url: &str) {
+    let sid = session(url, &[]);
+    let (status, _, msg) = post(
+        url,
+        &[
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        &call_body(1, "demo__echo", json!({"message": "still here"})),
+    );
+    assert_eq!(status, 200, "{msg}");
+    assert_eq!(msg["result"]["content"][0]["text"], "still here", "{msg}");
+}
+
+#[test]
+fn ssrf_link_local_and_metadata_upstreams_are_refused_by_check() {
+    let dir = scratch_dir("attacks-ssrf-check").expect("scratch dir");
+    for (url, why) in [
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://[fe80::1]:8080/mcp", "link-local"),
+        (
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "metadata",
+        ),
+        ("http://[::ffff:169.254.169.254]/mcp", "metadata"),
+    ] {
+        let config = dir.join("refused.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\n\n[[server]]\nname = \"cloud\"\nurl = {}\n",
+                q(url)
+            ),
+        )
+        .expect("config");
+        let (code, out) = cli(&config, &["check"]);
+        assert_ne!(code, 0, "{url} must be refused: {out}");
+        assert!(
+            out.contains("line 5") && out.contains(why) && out.contains("allow_link_local"),
+            "{url}: {out}"
+        );
+        // An administrator who really means it can allow it.
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nallow_link_local = true\n\n[[server]]\nname = \"cloud\"\nurl = {}\n",
+                q(url)
+            ),
+        )
+        .expect("config");
+        let (code, out) = cli(&config, &["check"]);
+        assert_eq!(code, 0, "{url} with allow_link_local: {out}");
+    }
+}
+
+#[test]
+fn ssrf_through_resource_uris_is_refused() {
+    let (gw, _) = start(
+        "attacks-ssrf-uri",
+        &format!("listen = \"127.0.0.1:0\"\n\n{}", demo_server()),
+    );
+    let sid = session(&gw.url, &[]);
+    let h = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    for (i, uri) in [
+        "demo+http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "demo+http://[fd00:ec2::254]/latest/meta-data/",
+        "demo+https://metadata.google.internal./computeMetadata/v1/",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for method in ["resources/read", "resources/subscribe"] {
+            let (status, _, msg) = post(
+                &gw.url,
+                &h,
+                &json!({"jsonrpc": "2.0", "id": i, "method": method, "params": {"uri": uri}})
+                    .to_string(),
+            );
+            assert_eq!(status, 200, "{msg}");
+            assert_eq!(msg["error"]["code"], -32602, "{method} {uri}: {msg}");
+            let text = msg["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                text.contains("resource URI refused"),
+                "{method} {uri}: {msg}"
+            );
+        }
+    }
+    // An ordinary resource of the same upstream still reads.
+    let (_, _, msg) = post(
+        &gw.url,
+        &h,
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "resources/list", "params": {}}).to_string(),
+    );
+    assert!(msg["result"]["resources"].is_array(), "{msg}");
+    still_serves(&gw.url);
+}
+
+/// `mcp-gateway api-key create` for `agent` in `team`; returns the key.
+fn create_key(config: &Path, agent: &str) -> String {
+    let (code, out) = cli(
+        config,
+        &["api-key", "create", "--agent", agent, "--team", "t"],
+    );
+    assert_eq!(code, 0, "{out}");
+    out.split_whitespace()
+        .find(|w| w.starts_with("mgw_"))
+        .unwrap_or_else(|| panic!("no key in {out}"))
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
+        .to_owned()
+}
+
+#[test]
+fn a_stolen_session_id_is_useless_to_another_identity() {
+    let dir = scratch_dir("attacks-hijack").expect("scratch dir");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\n[identity]\nmode = \"required\"\n[identity.api_keys]\nfile = {}\n\n{}",
+            q(&dir.join("keys.json").to_string_lossy()),
+            demo_server()
+        ),
+    )
+    .expect("config");
+    let alice = create_key(&config, "alice");
+    let mallory = create_key(&config, "mallory");
+    let gw = spawn_gateway("attacks-hijack", &config, &[]).expect("gateway starts");
+    let alice_auth = format!("Bearer {alice}");
+    let mallory_auth = format!("Bearer {mallory}");
+    let sid = session(&gw.url, &[("authorization", &alice_auth)]);
+    let call = call_body(1, "demo__echo", json!({"message": "mine"}));
+    // Mallory holds the session id but not Alice's identity: the session does not exist for him.
+    let (status, _, msg) = post(
+        &gw.url,
+        &[
+            ("authorization", &mallory_auth),
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        &call,
+    );
+    assert_eq!(status, 404, "{msg}");
+    // Without any credential: 401, not a hint about the session.
+    let (status, _, _) = post(
+        &gw.url,
+        &[
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        &call,
+    );
+    assert_eq!(status, 401);
+    // Alice is not disturbed.
+    let (status, _, msg) = post(
+        &gw.url,
+        &[
+            ("authorization", &alice_auth),
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        &call,
+    );
+    assert_eq!(status, 200, "{msg}");
+    assert_eq!(msg["result"]["content"][0]["text"], "mine", "{msg}");
+}
+
+#[test]
+fn the_clients_token_never_reaches_an_upstream() {
+    let port = free_port().expect("port");
+    let _upstream = ChildGuard::spawn(
+        "header-echo-server",
+        Command::new(python::interpreter())
+            .arg(python::script("header_echo_server.py"))
+            .arg(port.to_string()),
+    )
+    .expect("python upstream starts");
+    let upstream_url = format!("http://127.0.0.1:{port}/mcp");
+    wait_for_http(&upstream_url, Duration::from_secs(30)).expect("upstream listens");
+    let dir = scratch_dir("attacks-passthrough").expect("scratch dir");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\n[identity]\nmode = \"required\"\n[identity.api_keys]\nfile = {}\n\n[[server]]\nname = \"echo\"\nurl = {}\n",
+            q(&dir.join("keys.json").to_string_lossy()),
+            q(&upstream_url)
+        ),
+    )
+    .expect("config");
+    let key = create_key(&config, "alice");
+    let gw = spawn_gateway("attacks-passthrough", &config, &[]).expect("gateway starts");
+    let auth = format!("Bearer {key}");
+    // The client sends its credential every way it might be forwarded.
+    let sid = session(&gw.url, &[("authorization", &auth)]);
+    let (status, _, msg) = post(
+        &gw.url,
+        &[
+            ("authorization", &auth),
+            ("x-api-key", &key),
+            ("cookie", &format!("token={key}")),
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        &call_body(1, "echo__headers", json!({})),
+    );
+    assert_eq!(status, 200, "{msg}");
+    let text = msg["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no headers in {msg}"));
+    let seen: Value = serde_json::from_str(text).expect("headers JSON");
+    assert!(
+        seen["host"].is_string(),
+        "the upstream saw a real request: {seen}"
+    );
+    assert!(
+        !text.contains(&key),
+        "the client's API key reached the upstream: {seen}"
+    );
+    assert!(seen.get("cookie").is_none(), "{seen}");
+    assert!(
+        seen.get("authorization").is_none(),
+        "no authorization was configured for the upstream, so none is sent: {seen}"
+    );
+}
+
+#[test]
+fn dns_rebinding_and_foreign_origins_are_refused() {
+    let (gw, _) = start(
+        "attacks-rebinding",
+        &format!("listen = \"127.0.0.1:0\"\n\n{}", demo_server()),
+    );
+    let (status, _, _) = post(&gw.url, &[("host", "attacker.example")], &initialize_body());
+    assert_eq!(status, 403, "a foreign Host header (DNS rebinding)");
+    let (status, _, _) = post(
+        &gw.url,
+        &[("origin", "http://attacker.example")],
+        &initialize_body(),
+    );
+    assert_eq!(status, 403, "a foreign Origin");
+    let (status, _, _) = post(&gw.url, &[("origin", "null")], &initialize_body());
+    assert_eq!(status, 403, "an opaque Origin");
+    still_serves(&gw.url);
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes it (or 5 s).
+fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn request_smuggling_is_refused_and_the_connection_closed() {
+    let (gw, _) = start(
+        "attacks-smuggling",
+        &format!("listen = \"127.0.0.1:0\"\n\n{}", demo_server()),
+    );
+    let host = gw.addr.to_string();
+    let body = initialize_body();
+    // CL.TE: both framings; a front end that trusts Content-Length would see one request, a back
+    // end that trusts Transfer-Encoding a second, smuggled one.
+    let smuggled = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    let answer = raw_exchange(gw.addr, smuggled.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "the smuggled request got no answer: {answer}"
+    );
+    // Two different Content-Length values.
+    let doubled = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nContent-Length: 2\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw_exchange(gw.addr, doubled.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // An obfuscated Transfer-Encoding.
+    let obfuscated = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nTransfer-Encoding: xchunked\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw_exchange(gw.addr, obfuscated.as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 501"),
+        "{answer}"
+    );
+    still_serves(&gw.url);
+}
+
+#[test]
+fn oversized_and_deeply_nested_payloads_get_clear_errors() {
+    let (gw, _) = start(
+        "attacks-payloads",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n\n{}",
+            demo_server()
+        ),
+    );
+    let sid = session(&gw.url, &[]);
+    let h = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let big = call_body(1, "demo__echo", json!({"message": "x".repeat(70_000)}));
+    let (status, _, _) = post(&gw.url, &h, &big);
+    assert_eq!(status, 413, "a body over max_body_bytes");
+    // 20,000 nested arrays: far past any sane depth, well under the size limit.
+    let nested = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{{\"name\":\"demo__echo\",\"arguments\":{{\"message\":{}{}}}}}}}",
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    let (status, _, msg) = post(&gw.url, &h, &nested);
+    assert_eq!(status, 400, "{msg}");
+    assert_eq!(msg["error"]["code"], -32700, "a parse error: {msg}");
+    // Deep but legal nesting inside arguments is the upstream's business; the gateway survives.
+    still_serves(&gw.url);
+}
+
+#[test]
+fn unicode_look_alike_tool_names_do_not_reach_a_tool() {
+    let (gw, _) = start(
+        "attacks-unicode",
+        &format!("listen = \"127.0.0.1:0\"\n\n{}", demo_server()),
+    );
+    let sid = session(&gw.url, &[]);
+    let h = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let (_, _, missing) = post(
+        &gw.url,
+        &h,
+        &call_body(1, "demo__no_such_tool", json!({"message": "m"})),
+    );
+    let missing_code = missing["error"]["code"].clone();
+    assert!(missing_code.is_i64(), "{missing}");
+    for (i, name) in [
+        "demo__echo\u{200b}",       // zero-width space
+        "demo__\u{0435}cho",        // Cyrillic е
+        "demo__ech\u{043e}",        // Cyrillic о
+        "demo__echo\u{202e}",       // right-to-left override
+        "demo\u{ff3f}\u{ff3f}echo", // fullwidth low lines
+        "DEMO__ECHO",
+        "demo__echo ",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (status, _, msg) = post(
+            &gw.url,
+            &h,
+            &call_body(10 + i as u64, name, json!({"message": "should not run"})),
+        );
+        assert_eq!(status, 200, "{name:?}: {msg}");
+        assert_eq!(
+            msg["error"]["code"], missing_code,
+            "{name:?} is answered like a missing tool: {msg}"
+        );
+        assert!(
+            msg.get("result").is_none(),
+            "{name:?} reached a tool: {msg}"
+        );
+    }
+    still_serves(&gw.url);
+}
