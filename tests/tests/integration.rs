@@ -5,6 +5,7 @@
 mod attacks;
 mod conformance;
 mod conformance_gateway;
+mod faults;
 mod gateway_e2e;
 mod layers_e2e;
 mod multi_replica;

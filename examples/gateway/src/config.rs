@@ -46,6 +46,12 @@ pub(crate) struct File {
     /// Largest request body.
     #[serde(default)]
     pub(crate) max_body_bytes: Option<usize>,
+    /// How long a client may take to send request headers (slowloris defence), ms.
+    #[serde(default)]
+    pub(crate) header_read_timeout_ms: Option<u64>,
+    /// How long a request body may take to arrive, ms.
+    #[serde(default)]
+    pub(crate) body_read_timeout_ms: Option<u64>,
     /// The key that seals session ids (base64 or hex, 32 bytes); replicas that share it resume
     /// each other's sessions. Default: a random key per process. `session_key_file` reads it from a
     /// file instead.
@@ -200,6 +206,8 @@ pub(crate) struct Settings {
     pub(crate) allowed_hosts: Vec<String>,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) max_body_bytes: Option<usize>,
+    pub(crate) header_read_timeout_ms: Option<u64>,
+    pub(crate) body_read_timeout_ms: Option<u64>,
     pub(crate) session_key: Option<String>,
     pub(crate) instructions: Option<String>,
     pub(crate) gateway_name: Option<String>,
@@ -509,6 +517,8 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
         allowed_hosts: file.allowed_hosts,
         allowed_origins: file.allowed_origins,
         max_body_bytes: file.max_body_bytes,
+        header_read_timeout_ms: file.header_read_timeout_ms.map(|ms| ms.max(1)),
+        body_read_timeout_ms: file.body_read_timeout_ms.map(|ms| ms.max(1)),
         session_key,
         instructions: file.instructions,
         gateway_name: file.gateway_name,

@@ -13,7 +13,7 @@ use mcp_gateway_core::{
     BoxError,
     dispatch::DispatchConfig,
     gateway::Gateway,
-    http::{HttpConfig, StreamableHttp, serve},
+    http::{HttpConfig, ServeOptions, StreamableHttp, serve_with},
     session::SessionKey,
 };
 use tracing_subscriber::EnvFilter;
@@ -277,6 +277,9 @@ async fn run(settings: config::Settings) -> Result<(), BoxError> {
     if let Some(n) = settings.max_body_bytes {
         http = http.max_body_bytes(n);
     }
+    if let Some(ms) = settings.body_read_timeout_ms {
+        http = http.body_read_timeout(Duration::from_millis(ms));
+    }
     for h in &settings.allowed_hosts {
         http = http.allowed_host(h.clone());
     }
@@ -310,7 +313,11 @@ async fn run(settings: config::Settings) -> Result<(), BoxError> {
         // Standing GET and listen streams would otherwise hold the graceful shutdown open.
         streams.close_streams();
     };
-    serve(listener, front, shutdown).await?;
+    let mut serve_options = ServeOptions::default();
+    if let Some(ms) = settings.header_read_timeout_ms {
+        serve_options.header_read_timeout = Duration::from_millis(ms);
+    }
+    serve_with(listener, front, shutdown, serve_options).await?;
     stack::shutdown(&parts).await;
     tracing::info!("stopping upstreams");
     gateway.shutdown().await;

@@ -177,30 +177,42 @@ where
                 return Ok(admin.handle(req).await);
             }
             if req.uri().path() == "/metrics" {
-                return Ok(match &metrics {
-                    Some((m, auditor)) => {
-                        let mut res = Response::new(
-                            Full::new(Bytes::from(m.render_prometheus_with(&auditor.stats())))
-                                .map_err(|never| match never {})
-                                .boxed(),
-                        );
-                        res.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static(
-                                mcp_audit::metrics::PROMETHEUS_CONTENT_TYPE,
-                            ),
-                        );
-                        res
-                    }
-                    None => json_response(
-                        StatusCode::NOT_FOUND,
-                        json!({"error": "metrics need an [audit] section"}),
-                    ),
-                });
+                // Process gauges always; the audit layer's counters when it runs.
+                let mut text = process_gauges();
+                if let Some((m, auditor)) = &metrics {
+                    text.push_str(&m.render_prometheus_with(&auditor.stats()));
+                }
+                let mut res = Response::new(
+                    Full::new(Bytes::from(text))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+                res.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(mcp_audit::metrics::PROMETHEUS_CONTENT_TYPE),
+                );
+                return Ok(res);
             }
             authed.oneshot(req).await
         }
     }))
+}
+
+/// Gauges of the process itself: open HTTP connections and alive tokio tasks (fault tests check
+/// that both return to their baseline after an attack).
+fn process_gauges() -> String {
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    format!(
+        "# HELP mcp_gateway_open_connections HTTP connections open right now.\n\
+         # TYPE mcp_gateway_open_connections gauge\n\
+         mcp_gateway_open_connections {}\n\
+         # HELP mcp_gateway_tasks Tokio tasks alive right now.\n\
+         # TYPE mcp_gateway_tasks gauge\n\
+         mcp_gateway_tasks {tasks}\n",
+        mcp_gateway_core::http::open_connections()
+    )
 }
 
 fn admin_role(settings: &Settings) -> String {

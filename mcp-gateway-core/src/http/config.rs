@@ -24,6 +24,7 @@ use crate::{events::EventBus, session::SessionKey};
 pub struct HttpConfig {
     pub(crate) path: String,
     pub(crate) max_body_bytes: usize,
+    pub(crate) body_read_timeout: Duration,
     pub(crate) allowed_hosts: Vec<String>,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) session_key: Option<Arc<SessionKey>>,
@@ -53,6 +54,7 @@ impl HttpConfig {
         Self {
             path: "/mcp".into(),
             max_body_bytes: 4 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             session_key: None,
@@ -66,6 +68,14 @@ impl HttpConfig {
             events: None,
             gateway_name: None,
         }
+    }
+
+    /// How long a request body may take to arrive (default 30 s; then 408), so a client that
+    /// trickles its body cannot hold the request open.
+    #[must_use]
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// The endpoint path (default `/mcp`); other paths get 404.

@@ -103,7 +103,10 @@ mod state;
 
 pub use body::BoxBody;
 pub use config::{HttpConfig, HttpSettings, SettingsError};
-pub use serve::{DEFAULT_GRACE, serve, serve_with_grace};
+pub use serve::{
+    DEFAULT_GRACE, DEFAULT_HEADER_READ_TIMEOUT, ServeOptions, open_connections, serve, serve_with,
+    serve_with_grace,
+};
 pub use service::{
     HEADER_LAST_EVENT_ID, HEADER_MCP_METHOD, HEADER_MCP_NAME, HEADER_MISMATCH,
     HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, META_CLIENT_CAPABILITIES, META_CLIENT_INFO,

@@ -639,7 +639,20 @@ where
         {
             return too_large();
         }
-        let bytes = match Limited::new(body, max).collect().await {
+        let read = tokio::time::timeout(
+            self.shared.config.body_read_timeout,
+            Limited::new(body, max).collect(),
+        );
+        let Ok(read) = read.await else {
+            // A client trickling its body (slowloris) does not hold a task forever.
+            return jsonrpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                None,
+                codes::INVALID_REQUEST,
+                "Request Timeout: the body did not arrive in time",
+            );
+        };
+        let bytes = match read {
             Ok(c) => c.to_bytes(),
             Err(e) => {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -285,12 +285,22 @@ impl Upstream {
             o.timeout = Some(timeout);
             o
         };
-        let handle = peer
-            .send_cancellable_request(request, options)
-            .await
-            .map_err(|e| self.service_error(e, timeout))?;
+        // The timeout covers the whole call: sending can itself wait on the upstream (rmcp sends
+        // an HTTP POST and waits for its response head), and only then does rmcp's own timer run.
+        let started = tokio::time::Instant::now();
+        let handle =
+            match tokio::time::timeout(timeout, peer.send_cancellable_request(request, options))
+                .await
+            {
+                Ok(sent) => sent.map_err(|e| self.service_error(e, timeout))?,
+                Err(_) => return Err(self.timeout_error(timeout)),
+            };
         guard.bind(handle.id.clone(), handle.progress_token.clone());
-        let result = handle.await_response().await;
+        let left = timeout.saturating_sub(started.elapsed());
+        let result = match tokio::time::timeout(left, handle.await_response()).await {
+            Ok(result) => result,
+            Err(_) => return Err(self.timeout_error(timeout)),
+        };
         guard.finish();
         if guard.wants_progress() {
             // rmcp hands each notification to its own task but completes the response inline, so
@@ -334,6 +344,10 @@ impl Upstream {
         peer.send_notification(notification)
             .await
             .map_err(|e| self.service_error(e, Duration::ZERO))
+    }
+
+    fn timeout_error(&self, timeout: Duration) -> ErrorData {
+        self.service_error(ServiceError::Timeout { timeout }, timeout)
     }
 
     fn service_error(&self, e: ServiceError, timeout: Duration) -> ErrorData {
