@@ -70,11 +70,17 @@ struct Args {
     /// 2025-11-25 sessions.
     #[arg(long)]
     stateless: bool,
+    /// Mix both: even-numbered clients hold 2025-11-25 sessions, odd-numbered ones make
+    /// 2026-07-28 stateless calls (the soak of issue 8: `--mixed --concurrency 1000 --seconds 60`).
+    #[arg(long, conflicts_with = "stateless")]
+    mixed: bool,
     /// The gateway binary. Default: `mcp-gateway` next to this binary (`<target dir>/release/`).
     #[arg(long)]
     gateway: Option<PathBuf>,
     /// Another gateway target: `LABEL=FILE`, a gateway TOML config in which `{upstream_url}` is
-    /// replaced by the echo upstream's URL; it must say `listen = "127.0.0.1:0"`. Repeatable.
+    /// replaced by the echo upstream's URL, `{work_dir}` by the run's scratch directory and
+    /// `{bench_dir}` by this package's directory; it must say `listen = "127.0.0.1:0"`.
+    /// Repeatable. `benches/full-stack.toml` is every layer at once.
     #[arg(long = "gateway-config", value_name = "LABEL=FILE")]
     gateway_configs: Vec<String>,
     /// A header sent with every request, `Name: value` (e.g. `Authorization: Bearer ...`).
@@ -235,6 +241,7 @@ fn message(client: usize, seq: u64, len: usize) -> String {
 
 struct Plan {
     mode: Mode,
+    mixed: bool,
     concurrency: usize,
     warmup: Duration,
     window: Duration,
@@ -250,9 +257,13 @@ async fn measure(
 ) -> Result<RunResult, BoxError> {
     // Open every client first: sessions are set up outside the measurement.
     let mut connecting = tokio::task::JoinSet::new();
-    for _ in 0..plan.concurrency {
+    for index in 0..plan.concurrency {
         let endpoint = endpoint.clone();
-        let mode = plan.mode;
+        let mode = if plan.mixed && index % 2 == 1 {
+            Mode::Stateless
+        } else {
+            plan.mode
+        };
         connecting.spawn(async move { McpClient::connect(endpoint, mode).await });
     }
     let mut clients = Vec::with_capacity(plan.concurrency);
@@ -324,7 +335,11 @@ async fn measure(
         .collect();
     Ok(RunResult::from_tallies(
         label.to_owned(),
-        plan.mode.to_string(),
+        if plan.mixed {
+            "mixed sess+stateless".to_owned()
+        } else {
+            plan.mode.to_string()
+        },
         plan.concurrency,
         window,
         tallies,
@@ -468,7 +483,10 @@ async fn run_in(
         if wants(label) {
             gateway_configs.push((
                 label.clone(),
-                template.replace("{upstream_url}", &upstream_url),
+                template
+                    .replace("{upstream_url}", &upstream_url)
+                    .replace("{work_dir}", &work.display().to_string())
+                    .replace("{bench_dir}", env!("CARGO_MANIFEST_DIR")),
             ));
         }
     }
@@ -549,6 +567,7 @@ async fn run_in(
             for &concurrency in &args.concurrency {
                 let plan = Plan {
                     mode,
+                    mixed: args.mixed,
                     concurrency,
                     warmup: Duration::from_secs_f64(args.warmup),
                     window: Duration::from_secs_f64(args.seconds),
@@ -574,6 +593,19 @@ async fn run_in(
             }
         }
     }
+    // Peak memory of every process, and what the audit layer says it lost (targets with an
+    // `[audit]` section; the scrape is over before the peers stop).
+    let mut footprint = Vec::new();
+    for peer in &peers {
+        let Some(pid) = peer.pid() else { continue };
+        let peak = peak_rss_mib(pid);
+        let audit = if peer.name != "echo-upstream" && peer.name != HOP {
+            audit_losses(&peer.url).await
+        } else {
+            None
+        };
+        footprint.push((peer.name.clone(), peak, audit));
+    }
     for peer in peers {
         peer.stop().await;
     }
@@ -598,6 +630,21 @@ async fn run_in(
                 "note: {} x{} opened {} connections where {expected} were expected (the server closed some)",
                 r.target, r.concurrency, r.connects
             );
+        }
+    }
+    println!();
+    for (name, peak, audit) in &footprint {
+        let peak = peak.map_or_else(|| "?".to_owned(), |m| format!("{m:.1} MiB"));
+        match audit {
+            Some((written, dropped, errors)) => {
+                println!(
+                    "  {name:<14} peak RSS {peak}; audit: {written} events written, {dropped} dropped, {errors} write errors"
+                );
+                if *dropped > 0 || *errors > 0 {
+                    clean = false;
+                }
+            }
+            None => println!("  {name:<14} peak RSS {peak}"),
         }
     }
     let verdicts = summarize(&results, wanted);
@@ -690,6 +737,51 @@ fn summarize(results: &[RunResult], wanted: &[String]) -> serde_json::Value {
         }
     }
     verdicts.into()
+}
+
+/// The peak resident set of a process (`VmHWM` in `/proc/<pid>/status`), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `(written, dropped, errors)` from a gateway's `/metrics` audit counters, when it has them.
+async fn audit_losses(mcp_url: &str) -> Option<(u64, u64, u64)> {
+    let base = mcp_url.strip_prefix("http://")?;
+    let authority = base.split('/').next()?;
+    let mut stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    let sum = |name: &str| -> Option<u64> {
+        let values: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    };
+    Some((
+        sum("mcp_audit_sink_written_total")?,
+        sum("mcp_audit_sink_dropped_total").unwrap_or(0),
+        sum("mcp_audit_sink_errors_total").unwrap_or(0),
+    ))
 }
 
 /// The 1-minute load average (`/proc/loadavg`), or `?`.
