@@ -3,6 +3,7 @@
 //! Run one file's tests with `cargo test -p <crate> --test integration <module>::`.
 
 mod conformance;
+mod conformance_auth;
 mod conformance_gateway;
 mod gateway_e2e;
 mod layers_e2e;
