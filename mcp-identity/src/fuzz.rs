@@ -115,8 +115,11 @@ pub fn api_key(data: &[u8]) {
     );
 }
 
+/// A target's body.
+pub type Body = fn(&[u8]);
+
 /// Every target, by name (the names of the `fuzz/fuzz_targets/*.rs` files).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("bearer_header", bearer_header),
     ("jwt_header", jwt_header),
     ("www_authenticate", www_authenticate),

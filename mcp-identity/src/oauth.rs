@@ -854,31 +854,25 @@ mod tests {
 
     #[test]
     fn token_endpoint_auth_choice() {
-        use TokenEndpointAuth::*;
+        use TokenEndpointAuth as T;
         let s = |v: &[&str]| v.iter().map(|m| (*m).to_owned()).collect::<Vec<_>>();
-        assert_eq!(TokenEndpointAuth::choose(false, None), None);
+        assert_eq!(T::choose(false, None), T::None);
         // Not advertised: RFC 8414's default, client_secret_basic.
+        assert_eq!(T::choose(true, None), T::ClientSecretBasic);
         assert_eq!(
-            TokenEndpointAuth::choose(true, Option::None),
-            ClientSecretBasic
+            T::choose(true, Some(&s(&["client_secret_post"]))),
+            T::ClientSecretPost
         );
         assert_eq!(
-            TokenEndpointAuth::choose(true, Some(&s(&["client_secret_post"]))),
-            ClientSecretPost
-        );
-        assert_eq!(
-            TokenEndpointAuth::choose(
+            T::choose(
                 true,
                 Some(&s(&["client_secret_post", "client_secret_basic"]))
             ),
-            ClientSecretBasic
+            T::ClientSecretBasic
         );
-        assert_eq!(TokenEndpointAuth::choose(true, Some(&s(&["none"]))), None);
-        assert_eq!(
-            TokenEndpointAuth::parse("client_secret_post"),
-            Some(ClientSecretPost)
-        );
-        assert_eq!(TokenEndpointAuth::parse("private_key_jwt"), Option::None);
+        assert_eq!(T::choose(true, Some(&s(&["none"]))), T::None);
+        assert_eq!(T::parse("client_secret_post"), Some(T::ClientSecretPost));
+        assert_eq!(T::parse("private_key_jwt"), None);
         // RFC 6749 section 2.3.1: form-urlencoded before base64.
         assert_eq!(form_urlencode("a b:c/é"), "a+b%3Ac%2F%C3%A9");
     }

@@ -72,7 +72,8 @@ fn conformance_auth_client() {
     }
 
     let target: BTreeSet<String> = TARGET.iter().map(|s| (*s).to_owned()).collect();
-    let missing: Vec<&String> = target.difference(&report.passed()).collect();
+    let passed = report.passed();
+    let missing: Vec<&String> = target.difference(&passed).collect();
     for name in &missing {
         match report.scenarios.get(*name) {
             Some(s) => eprintln!(
