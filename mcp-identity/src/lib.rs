@@ -19,7 +19,7 @@
 //! - The credential [`vault`]: AES-256-GCM records with key ids and rotation.
 //! - [`config::Config`] for the gateway's `[identity]` section, [`cli`] for
 //!   `api-key create|revoke|list` and `vault …`, [`admin::ApiKeyAdmin`] for the admin endpoint.
-//! - Parsers an attacker reaches are plain functions in [`parse`] (fuzz targets).
+//! - Parsers an attacker reaches are plain functions in [`parse`] (fuzz targets: `fuzz/`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -60,6 +60,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | (none) | | everything is always built; JWT crypto uses `jsonwebtoken`'s `aws_lc_rs` backend |
+//! | `fuzzing` | no | `fuzz`: the bodies of the cargo-fuzz targets in `fuzz/` |
 
 pub mod admin;
 pub mod apikey;
@@ -68,6 +69,8 @@ pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod credential;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod jwks;
 pub mod jwt;
 pub mod metadata;

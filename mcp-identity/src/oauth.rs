@@ -93,6 +93,52 @@ pub struct TokenSet {
     pub scope: Option<String>,
 }
 
+/// How the client authenticates at the token endpoint (RFC 7591 `token_endpoint_auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuth {
+    /// A public client: `client_id` in the form, no secret.
+    #[default]
+    None,
+    /// `client_secret_basic`: HTTP Basic with the form-urlencoded id and secret.
+    ClientSecretBasic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form.
+    ClientSecretPost,
+}
+
+impl TokenEndpointAuth {
+    /// The RFC 7591 name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(Self::None),
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            _ => None,
+        }
+    }
+
+    /// The method for a client that has (or has not) a secret, among those the authorization
+    /// server supports (`None`: not advertised, where RFC 8414 says `client_secret_basic`).
+    pub fn choose(has_secret: bool, supported: Option<&[String]>) -> Self {
+        if !has_secret {
+            return Self::None;
+        }
+        let supports = |m: Self| supported.is_none_or(|s| s.iter().any(|x| x == m.as_str()));
+        [Self::ClientSecretBasic, Self::ClientSecretPost]
+            .into_iter()
+            .find(|m| supports(*m))
+            .unwrap_or(Self::None)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Registration {
     metadata: AuthServerMetadata,
@@ -100,6 +146,8 @@ struct Registration {
     scopes_supported: Vec<String>,
     client_id: String,
     client_secret: Option<String>,
+    #[serde(default)]
+    auth_method: TokenEndpointAuth,
 }
 
 /// A fresh PKCE pair: (verifier, S256 challenge).
@@ -220,42 +268,50 @@ impl UpstreamOAuth {
             *slot = Some(Arc::clone(&r));
             return Ok(r);
         }
-        // RFC 9728: the resource's metadata names its authorization servers.
-        let (issuer, resource, scopes) = match &self.cfg.issuer {
+        // RFC 9728: the resource's metadata names its authorization servers. Without any
+        // (a 2025-03-26 server), the server's origin is its own authorization server.
+        let canonical = canonical_resource_uri(&self.resource_url).map_err(|e| self.disc(e))?;
+        let (metadata, resource, scopes) = match &self.cfg.issuer {
             Some(iss) => (
-                iss.clone(),
-                canonical_resource_uri(&self.resource_url).map_err(|e| self.disc(e))?,
+                discover(&self.http, iss)
+                    .await
+                    .map_err(|e| self.disc(e.to_string()))?,
+                canonical,
                 Vec::new(),
             ),
-            None => {
-                let prm = self.resource_metadata(challenge).await?;
-                let iss = prm.authorization_servers.first().cloned().ok_or_else(|| {
-                    self.disc("protected resource metadata names no authorization server")
-                })?;
-                (iss, prm.resource, prm.scopes_supported)
-            }
+            None => match self.resource_metadata(challenge).await? {
+                Some(prm) => {
+                    let iss = prm.authorization_servers.first().cloned().ok_or_else(|| {
+                        self.disc("protected resource metadata names no authorization server")
+                    })?;
+                    let metadata = discover(&self.http, &iss)
+                        .await
+                        .map_err(|e| self.disc(e.to_string()))?;
+                    (metadata, prm.resource, prm.scopes_supported)
+                }
+                None => (self.legacy_metadata().await?, canonical, Vec::new()),
+            },
         };
-        let metadata = discover(&self.http, &issuer)
-            .await
-            .map_err(|e| self.disc(e.to_string()))?;
         if let Some(methods) = &metadata.code_challenge_methods_supported
             && !methods.iter().any(|m| m == "S256")
         {
             return Err(self.disc("the authorization server does not support PKCE S256"));
         }
-        let (client_id, client_secret) = if let Some(id) = &self.cfg.client_id {
+        let supported = metadata.token_endpoint_auth_methods_supported.as_deref();
+        let (client_id, client_secret, auth_method) = if let Some(id) = &self.cfg.client_id {
             let secret = match &self.cfg.client_secret {
                 Some(name) => self.vault.get_string(name)?,
                 None => None,
             };
-            (id.clone(), secret)
+            let method = TokenEndpointAuth::choose(secret.is_some(), supported);
+            (id.clone(), secret, method)
         } else if let (Some(url), Some(true)) = (
             &self.cfg.client_metadata_url,
             metadata.client_id_metadata_document_supported,
         ) {
-            (url.clone(), None)
+            (url.clone(), None, TokenEndpointAuth::None)
         } else if let Some(reg) = &metadata.registration_endpoint {
-            self.register(reg).await?
+            self.register(reg, supported).await?
         } else {
             return Err(self.disc(
                 "no client id configured, no client ID metadata document support, and no dynamic registration",
@@ -267,6 +323,7 @@ impl UpstreamOAuth {
             scopes_supported: scopes,
             client_id,
             client_secret,
+            auth_method,
         });
         if let Ok(raw) = serde_json::to_vec(&*r) {
             self.vault.put(&record, &raw)?;
@@ -275,10 +332,14 @@ impl UpstreamOAuth {
         Ok(r)
     }
 
+    /// The resource's RFC 9728 metadata: from the challenge's `resource_metadata`, else the
+    /// path-suffixed well-known URL, else the root one (in that order; the first document found
+    /// wins). `Ok(None)` when there is none (a 2025-03-26 server); an error when a document is
+    /// broken or describes another resource (never authorize for the wrong resource).
     async fn resource_metadata(
         &self,
         challenge: Option<&BearerChallenge>,
-    ) -> Result<ProtectedResourceMetadata, OAuthError> {
+    ) -> Result<Option<ProtectedResourceMetadata>, OAuthError> {
         let mut urls = Vec::new();
         if let Some(u) = challenge.and_then(|c| c.resource_metadata.clone()) {
             urls.push(u);
@@ -291,8 +352,8 @@ impl UpstreamOAuth {
                 crate::metadata::WELL_KNOWN
             ));
         }
+        urls.dedup();
         let expected = canonical_resource_uri(&self.resource_url).map_err(|e| self.disc(e))?;
-        let mut last = String::from("no metadata URL");
         for url in urls {
             match get_json(&self.http, &url, 64 * 1024).await {
                 Ok(v) => {
@@ -306,21 +367,61 @@ impl UpstreamOAuth {
                             prm.resource
                         )));
                     }
-                    return Ok(prm);
+                    return Ok(Some(prm));
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    tracing::debug!(server = %self.server, error = %e, "no protected resource metadata here")
+                }
             }
         }
-        Err(self.disc(last))
+        Ok(None)
     }
 
-    async fn register(&self, endpoint: &str) -> Result<(String, Option<String>), OAuthError> {
+    /// 2025-03-26 discovery: RFC 8414 metadata at the server's origin (whatever issuer it names:
+    /// that revision has no issuer check), else the default endpoints `/authorize`, `/token`
+    /// and `/register` at the origin.
+    async fn legacy_metadata(&self) -> Result<AuthServerMetadata, OAuthError> {
+        let origin = reqwest::Url::parse(&self.resource_url)
+            .map_err(|e| self.disc(format!("`{}`: {e}", self.resource_url)))?
+            .origin()
+            .ascii_serialization();
+        let url = format!("{origin}/.well-known/oauth-authorization-server");
+        match get_json(&self.http, &url, 256 * 1024).await {
+            Ok(v) => serde_json::from_value(v).map_err(|e| self.disc(format!("{url}: {e}"))),
+            Err(e) => {
+                tracing::debug!(server = %self.server, error = %e, "no authorization server metadata; using the default endpoints");
+                Ok(AuthServerMetadata {
+                    issuer: origin.clone(),
+                    jwks_uri: None,
+                    authorization_endpoint: Some(format!("{origin}/authorize")),
+                    token_endpoint: Some(format!("{origin}/token")),
+                    registration_endpoint: Some(format!("{origin}/register")),
+                    scopes_supported: None,
+                    code_challenge_methods_supported: None,
+                    client_id_metadata_document_supported: None,
+                    token_endpoint_auth_methods_supported: None,
+                })
+            }
+        }
+    }
+
+    async fn register(
+        &self,
+        endpoint: &str,
+        supported: Option<&[String]>,
+    ) -> Result<(String, Option<String>, TokenEndpointAuth), OAuthError> {
+        // A public client where the server allows it, else a confidential one it supports.
+        let asked = if supported.is_none_or(|s| s.iter().any(|m| m == "none")) {
+            TokenEndpointAuth::None
+        } else {
+            TokenEndpointAuth::choose(true, supported)
+        };
         let body = json!({
             "client_name": self.cfg.client_name.clone().unwrap_or_else(|| "MCP gateway".into()),
             "redirect_uris": [self.cfg.redirect_uri],
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
-            "token_endpoint_auth_method": "none",
+            "token_endpoint_auth_method": asked.as_str(),
         });
         let resp = self
             .http
@@ -336,12 +437,26 @@ impl UpstreamOAuth {
             .get("client_id")
             .and_then(Value::as_str)
             .ok_or_else(|| self.disc("registration response has no client_id"))?;
-        Ok((
-            id.to_owned(),
-            v.get("client_secret")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        ))
+        let secret = v
+            .get("client_secret")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        // The server has the last word on the method (RFC 7591 section 3.2.1).
+        let method = match v.get("token_endpoint_auth_method").and_then(Value::as_str) {
+            Some(m) => TokenEndpointAuth::parse(m).ok_or_else(|| {
+                self.disc(format!(
+                    "registration: unsupported token_endpoint_auth_method `{m}`"
+                ))
+            })?,
+            None => TokenEndpointAuth::choose(secret.is_some(), supported),
+        };
+        if method != TokenEndpointAuth::None && secret.is_none() {
+            return Err(self.disc(format!(
+                "registration: method `{}` without a client_secret",
+                method.as_str()
+            )));
+        }
+        Ok((id.to_owned(), secret, method))
     }
 
     async fn begin(
@@ -356,14 +471,14 @@ impl UpstreamOAuth {
             .authorization_endpoint
             .clone()
             .ok_or_else(|| self.disc("no authorization_endpoint"))?;
-        let mut scopes: BTreeSet<String> = if self.cfg.scopes.is_empty() {
-            reg.scopes_supported.iter().cloned().collect()
-        } else {
-            self.cfg.scopes.iter().cloned().collect()
+        // MCP scope selection: the challenge's `scope`, else the configured scopes, else the
+        // resource's `scopes_supported`, else none (the parameter is omitted). Scopes already
+        // granted are kept, so a step-up asks for the union.
+        let mut scopes: BTreeSet<String> = match extra_scope {
+            Some(s) => s.split_whitespace().map(str::to_owned).collect(),
+            None if !self.cfg.scopes.is_empty() => self.cfg.scopes.iter().cloned().collect(),
+            None => reg.scopes_supported.iter().cloned().collect(),
         };
-        if let Some(s) = extra_scope {
-            scopes.extend(s.split_whitespace().map(str::to_owned));
-        }
         if let Some(old) = self.tokens(identity)?.and_then(|t| t.scope) {
             scopes.extend(old.split_whitespace().map(str::to_owned));
         }
@@ -422,9 +537,31 @@ impl UpstreamOAuth {
             .token_endpoint
             .clone()
             .ok_or_else(|| self.disc("no token_endpoint"))?;
-        let mut rb = self.http.post(&ep).form(form);
-        if let Some(secret) = &reg.client_secret {
-            rb = rb.basic_auth(&reg.client_id, Some(secret));
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        let secret = reg.client_secret.as_deref().unwrap_or_default();
+        let mut basic = None;
+        match reg.auth_method {
+            TokenEndpointAuth::None => form.push(("client_id", &reg.client_id)),
+            TokenEndpointAuth::ClientSecretPost => {
+                form.push(("client_id", &reg.client_id));
+                form.push(("client_secret", secret));
+            }
+            TokenEndpointAuth::ClientSecretBasic => {
+                // RFC 6749 section 2.3.1: both parts form-urlencoded before base64.
+                let enc = |v: &str| form_urlencode(v);
+                basic = Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!(
+                        "{}:{}",
+                        enc(&reg.client_id),
+                        enc(secret)
+                    ))
+                ));
+            }
+        }
+        let mut rb = self.http.post(&ep).form(&form);
+        if let Some(b) = basic {
+            rb = rb.header(http::header::AUTHORIZATION, b);
         }
         let resp = rb
             .send()
@@ -465,7 +602,6 @@ impl UpstreamOAuth {
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.cfg.redirect_uri.as_str()),
-            ("client_id", reg.client_id.as_str()),
             ("code_verifier", p.verifier.as_str()),
             ("resource", reg.resource.as_str()),
         ];
@@ -493,7 +629,6 @@ impl UpstreamOAuth {
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.as_str()),
-            ("client_id", reg.client_id.as_str()),
             ("resource", reg.resource.as_str()),
         ];
         match self.token_request(&reg, &form).await {
@@ -609,6 +744,46 @@ impl OAuthRegistry {
         }
     }
 
+    /// Runs an authorization for an authorization server that approves without user interaction
+    /// (a pre-consented client, a test server, the `mcp-gateway connect` command): GETs the
+    /// authorization URL without following redirects, expects a redirect to the configured
+    /// `redirect_uri`, and completes it like [`callback`](Self::callback) (state checked, code
+    /// exchanged with the PKCE verifier). Returns the URL when the server wants a user instead.
+    pub async fn authorize_headless(
+        &self,
+        identity: &Identity,
+        server: &str,
+        challenge: Option<&BearerChallenge>,
+    ) -> Result<(), OAuthError> {
+        let url = self.authorization_url(identity, server, challenge).await?;
+        let c = self.clients.get(server).ok_or(OAuthError::UnknownState)?;
+        let resp = c
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| OAuthError::Token(format!("authorization request: {e}")))?;
+        let location = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| resp.status().is_redirection())
+            .and_then(|l| resp.url().join(l).ok());
+        let Some(location) = location else {
+            return Err(OAuthError::AuthorizationRequired(url));
+        };
+        let expected = reqwest::Url::parse(&c.cfg.redirect_uri)
+            .map_err(|e| OAuthError::Token(format!("redirect_uri: {e}")))?;
+        if location.origin() != expected.origin() || location.path() != expected.path() {
+            return Err(OAuthError::Token(format!(
+                "the authorization server redirected to {}, not to the redirect URI",
+                location.origin().ascii_serialization()
+            )));
+        }
+        self.callback(location.query().unwrap_or_default()).await?;
+        Ok(())
+    }
+
     /// Handles the redirect back (`?code=…&state=…`): exchanges the code (with the PKCE verifier)
     /// and stores the tokens. Returns the server name.
     pub async fn callback(&self, query: &str) -> Result<String, OAuthError> {
@@ -644,6 +819,13 @@ impl OAuthRegistry {
     }
 }
 
+fn form_urlencode(v: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", &[("v", v)])
+        .ok()
+        .and_then(|u| u.query().map(|q| q.trim_start_matches("v=").to_owned()))
+        .unwrap_or_default()
+}
+
 fn url_pairs(query: &str) -> Vec<(String, String)> {
     reqwest::Url::parse(&format!("http://x/?{}", query.trim_start_matches('?')))
         .map(|u| {
@@ -668,5 +850,30 @@ mod tests {
         let (v, c) = pkce_pair().unwrap();
         assert_eq!(pkce_challenge(&v), c);
         assert!(v.len() >= 43);
+    }
+
+    #[test]
+    fn token_endpoint_auth_choice() {
+        use TokenEndpointAuth as T;
+        let s = |v: &[&str]| v.iter().map(|m| (*m).to_owned()).collect::<Vec<_>>();
+        assert_eq!(T::choose(false, None), T::None);
+        // Not advertised: RFC 8414's default, client_secret_basic.
+        assert_eq!(T::choose(true, None), T::ClientSecretBasic);
+        assert_eq!(
+            T::choose(true, Some(&s(&["client_secret_post"]))),
+            T::ClientSecretPost
+        );
+        assert_eq!(
+            T::choose(
+                true,
+                Some(&s(&["client_secret_post", "client_secret_basic"]))
+            ),
+            T::ClientSecretBasic
+        );
+        assert_eq!(T::choose(true, Some(&s(&["none"]))), T::None);
+        assert_eq!(T::parse("client_secret_post"), Some(T::ClientSecretPost));
+        assert_eq!(T::parse("private_key_jwt"), None);
+        // RFC 6749 section 2.3.1: form-urlencoded before base64.
+        assert_eq!(form_urlencode("a b:c/é"), "a+b%3Ac%2F%C3%A9");
     }
 }

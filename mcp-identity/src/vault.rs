@@ -297,6 +297,16 @@ impl fmt::Debug for Vault {
 }
 
 impl Vault {
+    /// An in-memory vault with a fresh random key: secrets that live as long as the process
+    /// (a command-line client, a test).
+    pub fn ephemeral() -> Result<Self, VaultError> {
+        let mut key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| VaultError::BadKey("no system randomness".into()))?;
+        Self::new(Arc::new(MemoryStore::default()), "ephemeral", &key)
+    }
+
     /// A vault whose active key is `key_id`.
     pub fn new(
         store: Arc<dyn SecretStore>,

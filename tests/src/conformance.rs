@@ -417,6 +417,194 @@ pub fn parse_output_dir(dir: &Path, expected: &[(String, Vec<String>)]) -> Resul
     Ok(report)
 }
 
+// === client mode ===
+
+/// One client scenario's results (`<output>/<scenario>-<timestamp>/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientScenario {
+    /// The checks, counted like a server scenario's.
+    pub result: Scenario,
+    /// What the client printed on stdout.
+    pub stdout: String,
+    /// What the client printed on stderr.
+    pub stderr: String,
+}
+
+impl ClientScenario {
+    /// The suite's own verdict: ran, some check passed, none failed, no warnings.
+    pub fn is_pass(&self) -> bool {
+        self.result.is_pass() && self.result.warnings == 0
+    }
+
+    /// The ids of the checks that passed, in order, without repeats.
+    pub fn passed_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for check in &self.result.checks {
+            if check.status == Status::Success && !ids.contains(&check.id) {
+                ids.push(check.id.clone());
+            }
+        }
+        ids
+    }
+
+    /// The failed and warning checks with their messages.
+    pub fn problems(&self) -> Vec<String> {
+        self.result
+            .checks
+            .iter()
+            .filter(|c| matches!(c.status, Status::Failure | Status::Warning))
+            .map(|c| {
+                format!(
+                    "{} ({:?}): {}",
+                    c.id,
+                    c.status,
+                    c.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}
+
+/// Results of client-mode suite runs, by scenario name (`auth/metadata-default`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientReport {
+    /// Every scenario that left a result directory.
+    pub scenarios: BTreeMap<String, ClientScenario>,
+    /// Where the suite wrote its result files.
+    pub output_dir: PathBuf,
+    /// The suites' stdout (their summaries).
+    pub stdout: String,
+}
+
+impl ClientReport {
+    /// Names of the scenarios that passed.
+    pub fn passed(&self) -> BTreeSet<String> {
+        self.scenarios
+            .iter()
+            .filter(|(_, s)| s.is_pass())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// A Markdown table: scenario, spec versions, result, check counts, the checks that passed.
+    pub fn table(&self, versions: &BTreeMap<String, Vec<String>>) -> String {
+        let mut out = String::from(
+            "| scenario | spec versions | result | checks passed/failed/warnings | checks passed |\n|---|---|---|---|---|\n",
+        );
+        for (name, s) in &self.scenarios {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {}/{}/{} | {} |",
+                versions.get(name).map(|v| v.join(", ")).unwrap_or_default(),
+                if s.is_pass() { "pass" } else { "FAIL" },
+                s.result.passed,
+                s.result.failed,
+                s.result.warnings,
+                s.passed_ids().join(", ")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{}/{} scenarios pass",
+            self.passed().len(),
+            self.scenarios.len()
+        );
+        out
+    }
+}
+
+/// Runs client-mode suites (`client --command COMMAND --suite S`, one run per suite, each
+/// running its scenarios in parallel) and reads every scenario's result directory.
+pub fn run_client(command: &str, suites: &[&str]) -> Result<ClientReport> {
+    let output_dir = scratch_dir("conformance-client")?;
+    let mut stdout = String::new();
+    for suite in suites {
+        let mut cmd = suite_command()?;
+        cmd.args(["client", "--command", command, "--suite", suite, "-o"])
+            .arg(&output_dir);
+        let out_path = output_dir.join(format!("suite-{suite}.stdout"));
+        let out = std::fs::File::create(&out_path).map_err(crate::io("creating suite stdout"))?;
+        let err = std::fs::File::create(output_dir.join(format!("suite-{suite}.stderr")))
+            .map_err(crate::io("creating suite stderr"))?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let mut child = ChildGuard::spawn(format!("conformance client suite {suite}"), &mut cmd)?;
+        // Non-zero when a check fails or warns: the result files say which.
+        child.wait_timeout(RUN_TIMEOUT)?;
+        stdout.push_str(&std::fs::read_to_string(&out_path).unwrap_or_default());
+    }
+    parse_client_dir(&output_dir).map(|mut report| {
+        report.stdout = stdout;
+        report
+    })
+}
+
+/// The client scenarios and their spec versions (`list --client`).
+pub fn list_client_scenarios() -> Result<BTreeMap<String, Vec<String>>> {
+    let output = suite_command()?
+        .args(["list", "--client"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(crate::io("running the conformance suite's `list --client`"))?;
+    let text =
+        String::from_utf8_lossy(&output.stdout).replace("Client scenarios", "Server scenarios");
+    Ok(parse_list(&text).into_iter().collect())
+}
+
+/// Reads `<dir>/<group>/<name>-<timestamp>/{checks.json,stdout.txt,stderr.txt}`.
+pub fn parse_client_dir(dir: &Path) -> Result<ClientReport> {
+    // `2025-11-21T09-08-36-742Z`, after a `-`.
+    const STAMP: usize = 25;
+    let mut report = ClientReport {
+        output_dir: dir.to_path_buf(),
+        ..ClientReport::default()
+    };
+    let groups = std::fs::read_dir(dir).map_err(crate::io(format!("reading {}", dir.display())))?;
+    for group in groups.flatten().filter(|g| g.path().is_dir()) {
+        let group_name = group.file_name().to_string_lossy().into_owned();
+        let entries = std::fs::read_dir(group.path())
+            .map_err(crate::io(format!("reading {}", group.path().display())))?;
+        for entry in entries.flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path().join("checks.json");
+            if file_name.len() <= STAMP || !path.is_file() {
+                continue;
+            }
+            let name = format!("{group_name}/{}", &file_name[..file_name.len() - STAMP]);
+            let text = std::fs::read_to_string(&path)
+                .map_err(crate::io(format!("reading {}", path.display())))?;
+            let checks: Value = serde_json::from_str(&text)
+                .map_err(|error| Error::Peer(format!("{}: not JSON: {error}", path.display())))?;
+            let mut scenario = ClientScenario {
+                stdout: std::fs::read_to_string(entry.path().join("stdout.txt"))
+                    .unwrap_or_default(),
+                stderr: std::fs::read_to_string(entry.path().join("stderr.txt"))
+                    .unwrap_or_default(),
+                ..ClientScenario::default()
+            };
+            scenario.result.ran = true;
+            for check in checks.as_array().into_iter().flatten() {
+                let status = Status::parse(check["status"].as_str().unwrap_or(""));
+                match status {
+                    Status::Success => scenario.result.passed += 1,
+                    Status::Failure => scenario.result.failed += 1,
+                    Status::Warning => scenario.result.warnings += 1,
+                    Status::Info | Status::Other => {}
+                }
+                scenario.result.checks.push(Check {
+                    id: check["id"].as_str().unwrap_or("").to_owned(),
+                    status,
+                    message: check["errorMessage"]
+                        .as_str()
+                        .or(check["description"].as_str())
+                        .map(str::to_owned),
+                });
+            }
+            report.scenarios.insert(name, scenario);
+        }
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod conformance;
+mod conformance_auth;
 mod conformance_gateway;
 mod faults;
 mod gateway_e2e;

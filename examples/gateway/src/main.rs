@@ -4,6 +4,7 @@
 //! The reference MCP gateway: every layer of the workspace assembled and driven by a TOML file.
 
 mod config;
+mod connect;
 mod stack;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -67,6 +68,9 @@ enum Command {
         #[command(subcommand)]
         command: ManagedCommand,
     },
+    /// Connect to an MCP server as a client (the gateway's upstream connection and OAuth
+    /// client), list its tools and call some; one JSON document per line on stdout.
+    Connect(connect::ConnectArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,6 +103,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let command = match cli.command {
+        // Needs no configuration.
+        Some(Command::Connect(args)) => return run_connect(args),
+        other => other,
+    };
     let text = match &cli.config {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -123,7 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match command.unwrap_or(Command::Serve) {
         Command::Check => {
             println!("{source}: ok ({} server(s))", settings.upstreams.len());
             ExitCode::SUCCESS
@@ -152,6 +161,7 @@ fn main() -> ExitCode {
             }
         }
         Command::DemoServer => run_demo_server(),
+        Command::Connect(args) => run_connect(args),
         Command::Dlp {
             command: DlpCommand::Scan(args),
         } => {
@@ -222,6 +232,24 @@ fn main() -> ExitCode {
 fn fail(what: &str, e: impl std::fmt::Display) -> ExitCode {
     eprintln!("mcp-gateway {what}: {e}");
     ExitCode::from(2)
+}
+
+fn run_connect(args: connect::ConnectArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail("connect", e),
+    };
+    match runtime.block_on(connect::run(args, &mut std::io::stdout().lock())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-gateway connect: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_demo_server() -> ExitCode {

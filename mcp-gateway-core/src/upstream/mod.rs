@@ -172,6 +172,8 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// Set when the supervisor has stopped for good (after shutdown).
     stopped: std::sync::atomic::AtomicBool,
+    /// The `WWW-Authenticate` challenge of the last refused connection attempt (401/403).
+    auth_challenge: std::sync::Mutex<Option<String>>,
 }
 
 /// A supervised connection to one upstream server. Cheap to clone.
@@ -210,9 +212,37 @@ impl Upstream {
             naming: parts.naming,
             shutdown: parts.shutdown,
             stopped: std::sync::atomic::AtomicBool::new(false),
+            auth_challenge: std::sync::Mutex::new(None),
         });
         tokio::spawn(supervise(Arc::downgrade(&shared)));
         Self { shared }
+    }
+
+    /// A supervised connection on its own, outside a [`Gateway`](crate::gateway::Gateway) (a
+    /// client, a probe): connecting starts at once, in the background; [`shutdown`](Self::shutdown)
+    /// stops it. Must be called inside a tokio runtime.
+    pub fn standalone(config: UpstreamConfig) -> Self {
+        let (refresh, _) = mpsc::unbounded_channel();
+        Self::spawn(
+            config,
+            UpstreamParts {
+                events: EventBus::default(),
+                refresh,
+                naming: crate::catalog::Naming::default(),
+                shutdown: CancellationToken::new(),
+            },
+        )
+    }
+
+    /// The `WWW-Authenticate` value with which the server refused the last connection attempt
+    /// (HTTP 401, or 403 `insufficient_scope`); `None` once a connection succeeds. An OAuth client
+    /// starts its discovery from it.
+    pub fn auth_challenge(&self) -> Option<String> {
+        self.shared
+            .auth_challenge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The server's configured name.
@@ -363,6 +393,21 @@ impl Upstream {
                 ),
                 Some(server),
             ),
+            ServiceError::TransportSend(e) if auth_challenge(e.error.as_ref()).is_some() => {
+                let (status, challenge) = auth_challenge(e.error.as_ref()).unwrap_or_default();
+                error(
+                    codes::UPSTREAM_AUTH_REQUIRED,
+                    format!(
+                        "upstream '{}' refused the request's credentials (HTTP {status})",
+                        self.name()
+                    ),
+                    Some(serde_json::json!({
+                        "server": &*self.shared.config.name,
+                        "status": status,
+                        "wwwAuthenticate": challenge,
+                    })),
+                )
+            }
             ServiceError::TransportClosed
             | ServiceError::TransportSend(_)
             | ServiceError::Cancelled { .. } => error(
@@ -391,6 +436,38 @@ impl Upstream {
         self.shared
             .stopped
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The HTTP status (401 or 403) and `WWW-Authenticate` value of a transport error caused by an
+/// authentication refusal, found anywhere in its chain of causes.
+fn auth_challenge(e: &(dyn std::error::Error + 'static)) -> Option<(u16, String)> {
+    use rmcp::transport::streamable_http_client::{AuthRequiredError, InsufficientScopeError};
+    let mut cause = Some(e);
+    while let Some(current) = cause {
+        if let Some(e) = current.downcast_ref::<AuthRequiredError>() {
+            return Some((401, e.www_authenticate_header.clone()));
+        }
+        if let Some(e) = current.downcast_ref::<InsufficientScopeError>() {
+            return Some((403, e.www_authenticate_header.clone()));
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// Why a connection attempt failed; `challenge` when the server refused the credentials.
+struct ConnectError {
+    message: String,
+    challenge: Option<String>,
+}
+
+impl From<String> for ConnectError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            challenge: None,
+        }
     }
 }
 
@@ -431,12 +508,13 @@ async fn run(shared: &std::sync::Weak<Shared>) {
         let connected = tokio::select! {
             r = tokio::time::timeout(s.config.connect_timeout, connect(&s)) => match r {
                 Ok(r) => r,
-                Err(_) => Err(format!("no answer to the handshake within {} s", s.config.connect_timeout.as_secs())),
+                Err(_) => Err(ConnectError::from(format!("no answer to the handshake within {} s", s.config.connect_timeout.as_secs()))),
             },
             _ = shutdown.cancelled() => return,
         };
         match connected {
             Ok(mut running) => {
+                *s.auth_challenge.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 let peer = running.peer().clone();
                 let info = peer.peer_info().unwrap_or_else(|| {
                     Arc::new(ServerPeerInfo::new(
@@ -473,8 +551,12 @@ async fn run(shared: &std::sync::Weak<Shared>) {
                     backoff = Duration::from_millis(100);
                 }
             }
-            Err(reason) => {
+            Err(ConnectError {
+                message: reason,
+                challenge,
+            }) => {
                 tracing::warn!(server = %name, %reason, "upstream connection failed");
+                *s.auth_challenge.lock().unwrap_or_else(|e| e.into_inner()) = challenge;
                 let was_down = matches!(
                     &*s.state.read().unwrap_or_else(|e| e.into_inner()),
                     State::Down { .. }
@@ -519,7 +601,9 @@ async fn closed(running: &RunningService<RoleClient, UpstreamHandler>) -> &'stat
 /// session per upstream, where a legacy session is the richer one (server-to-client requests on
 /// the call's own stream, `resources/subscribe`, logging), and servers that speak 2026-07-28
 /// almost always speak 2025-11-25 too.
-async fn connect(s: &Arc<Shared>) -> Result<RunningService<RoleClient, UpstreamHandler>, String> {
+async fn connect(
+    s: &Arc<Shared>,
+) -> Result<RunningService<RoleClient, UpstreamHandler>, ConnectError> {
     let modern = ClientLifecycleMode::Discover {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
     };
@@ -528,9 +612,17 @@ async fn connect(s: &Arc<Shared>) -> Result<RunningService<RoleClient, UpstreamH
         ProtocolMode::Modern => connect_with(s, modern).await,
         ProtocolMode::Auto => match connect_with(s, ClientLifecycleMode::Initialize).await {
             Ok(running) => Ok(running),
+            // A refused credential is refused whatever the handshake: no second attempt.
+            Err(legacy) if legacy.challenge.is_some() => Err(legacy),
             Err(legacy) => connect_with(s, modern)
                 .await
-                .map_err(|modern| format!("{legacy}; and with server/discover: {modern}")),
+                .map_err(|modern| ConnectError {
+                    message: format!(
+                        "{}; and with server/discover: {}",
+                        legacy.message, modern.message
+                    ),
+                    challenge: modern.challenge,
+                }),
         },
     }
 }
@@ -538,7 +630,7 @@ async fn connect(s: &Arc<Shared>) -> Result<RunningService<RoleClient, UpstreamH
 async fn connect_with(
     s: &Arc<Shared>,
     lifecycle: ClientLifecycleMode,
-) -> Result<RunningService<RoleClient, UpstreamHandler>, String> {
+) -> Result<RunningService<RoleClient, UpstreamHandler>, ConnectError> {
     let handler = UpstreamHandler::new(Arc::downgrade(s));
     match &s.config.transport {
         Transport::Stdio {
@@ -557,7 +649,7 @@ async fn connect_with(
             let (transport, stderr) = TokioChildProcess::builder(wrap)
                 .stderr(std::process::Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("cannot start '{command}': {e}"))?;
+                .map_err(|e| ConnectError::from(format!("cannot start '{command}': {e}")))?;
             if let Some(stderr) = stderr {
                 let name = s.config.name.clone();
                 tokio::spawn(async move {
@@ -570,7 +662,7 @@ async fn connect_with(
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
-                .map_err(|e| format!("handshake with '{command}' failed: {e}"))
+                .map_err(|e| ConnectError::from(format!("handshake with '{command}' failed: {e}")))
         }
         Transport::Http { url, headers } => {
             let guarded = !s.config.allow_link_local;
@@ -587,9 +679,10 @@ async fn connect_with(
                     continue;
                 }
                 let name = http::HeaderName::try_from(k.as_str())
-                    .map_err(|e| format!("invalid header name '{k}': {e}"))?;
-                let value = http::HeaderValue::try_from(v.as_str())
-                    .map_err(|e| format!("invalid value for header '{k}': {e}"))?;
+                    .map_err(|e| ConnectError::from(format!("invalid header name '{k}': {e}")))?;
+                let value = http::HeaderValue::try_from(v.as_str()).map_err(|e| {
+                    ConnectError::from(format!("invalid value for header '{k}': {e}"))
+                })?;
                 custom.insert(name, value);
             }
             // rmcp caps concurrent POSTs per transport at 16; one transport carries every
@@ -606,7 +699,10 @@ async fn connect_with(
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
-                .map_err(|e| format!("handshake with {url} failed: {e}"))
+                .map_err(|e| ConnectError {
+                    challenge: e.auth_challenge().map(str::to_owned),
+                    message: format!("handshake with {url} failed: {e}"),
+                })
         }
     }
 }

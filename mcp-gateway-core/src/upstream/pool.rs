@@ -100,6 +100,21 @@ impl Pool {
         loop {
             match upstream.status() {
                 Status::Ready { .. } => return Ok(upstream),
+                // Refused credentials will not get better by waiting: say so at once, with the
+                // challenge an OAuth client starts from.
+                Status::Down { reason } if upstream.auth_challenge().is_some() => {
+                    return Err(error(
+                        codes::UPSTREAM_AUTH_REQUIRED,
+                        format!(
+                            "upstream '{}' refused the credentials: {reason}",
+                            base.name()
+                        ),
+                        Some(serde_json::json!({
+                            "server": &**base.name(),
+                            "wwwAuthenticate": upstream.auth_challenge(),
+                        })),
+                    ));
+                }
                 Status::Down { reason } if Instant::now() >= deadline => {
                     return Err(error(
                         codes::UPSTREAM_UNAVAILABLE,
