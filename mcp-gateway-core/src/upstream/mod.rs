@@ -667,9 +667,9 @@ async fn connect_with(
         Transport::Http { url, headers } => {
             let guarded = !s.config.allow_link_local;
             if guarded && let Some((host, why)) = crate::ssrf::refused_url(url) {
-                return Err(format!(
+                return Err(ConnectError::from(format!(
                     "refused to connect to {url}: its host {host} is {why} (allow_link_local allows it)"
-                ));
+                )));
             }
             let mut custom = std::collections::HashMap::new();
             let mut auth = None;
