@@ -36,6 +36,8 @@ pub mod catalog;
 pub mod dispatch;
 pub mod downstream;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod gateway;
 pub mod http;
 pub mod identity;

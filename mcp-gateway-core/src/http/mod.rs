@@ -101,6 +101,11 @@ mod serve;
 mod service;
 mod state;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use service::fuzz_parse as fuzz_parse_message;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use state::parse_event_id;
+
 pub use body::BoxBody;
 pub use config::{HttpConfig, HttpSettings, SettingsError};
 pub use serve::{

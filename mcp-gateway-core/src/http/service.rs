@@ -384,6 +384,26 @@ fn parse_message(bytes: &[u8]) -> Result<Incoming, Resp> {
     Err(invalid(Some(&id), "a response needs `result` or `error`"))
 }
 
+/// [`parse_message`] for the fuzz bodies: what it accepted, or `None`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_parse(bytes: &[u8]) -> Option<crate::fuzz::FuzzParsed> {
+    use crate::fuzz::{FuzzMessage, FuzzParsed};
+    Some(match parse_message(bytes).ok()? {
+        Incoming::Request { id, method, params } => FuzzParsed {
+            id: Some(id),
+            kind: FuzzMessage::Request { method, params },
+        },
+        Incoming::Notification { method, params } => FuzzParsed {
+            id: None,
+            kind: FuzzMessage::Request { method, params },
+        },
+        Incoming::Response { id, answer } => FuzzParsed {
+            id: Some(id),
+            kind: FuzzMessage::Response { result: answer },
+        },
+    })
+}
+
 /// `Mcp-Name` values may be wrapped as `=?base64?...?=`.
 fn decode_name_header(value: &str) -> Option<String> {
     use base64::Engine;
