@@ -422,10 +422,7 @@ fn tool_error(result: &Value) -> Option<String> {
     let text = result
         .get("content")
         .and_then(Value::as_array)
-        .and_then(|c| {
-            c.iter()
-                .find_map(|b| b.get("text").and_then(Value::as_str))
-        })
+        .and_then(|c| c.iter().find_map(|b| b.get("text").and_then(Value::as_str)))
         .unwrap_or("tool error");
     let mut end = text.len().min(TOOL_ERROR_MAX);
     while !text.is_char_boundary(end) {
@@ -657,12 +654,11 @@ mod tests {
             tool_error(&json!({"content": [{"type": "text", "text": "ok"}]})),
             None
         );
+        assert_eq!(tool_error(&json!({"isError": false, "content": []})), None);
         assert_eq!(
-            tool_error(&json!({"isError": false, "content": []})),
-            None
-        );
-        assert_eq!(
-            tool_error(&json!({"isError": true, "content": [{"type": "image", "data": ""}, {"type": "text", "text": "bad zone"}]})),
+            tool_error(
+                &json!({"isError": true, "content": [{"type": "image", "data": ""}, {"type": "text", "text": "bad zone"}]})
+            ),
             Some("bad zone".into())
         );
         assert_eq!(
@@ -670,8 +666,9 @@ mod tests {
             Some("tool error".into())
         );
         let long = "é".repeat(200);
-        let cut = tool_error(&json!({"isError": true, "content": [{"type": "text", "text": long}]}))
-            .unwrap();
+        let cut =
+            tool_error(&json!({"isError": true, "content": [{"type": "text", "text": long}]}))
+                .unwrap();
         assert!(cut.len() <= TOOL_ERROR_MAX && cut.chars().all(|c| c == 'é'));
     }
 }

@@ -2,6 +2,7 @@
 //! which keeps the debug build small (each binary links rmcp, reqwest and rustls).
 //! Run one file's tests with `cargo test -p <crate> --test integration <module>::`.
 
+mod audit_e2e;
 mod conformance;
 mod conformance_gateway;
 mod gateway_e2e;
