@@ -189,9 +189,10 @@ pub struct AuditEvent {
     pub feature: Option<String>,
     /// The arguments, scrubbed by the configured [`crate::Scrubber`].
     pub arguments: Option<Value>,
-    /// `ok` or `error` (answers only).
+    /// `ok` or `error` (answers only). A tool result with `isError: true` is an `error` without an
+    /// `error_code` (its first text content, scrubbed, is the `error_message`).
     pub status: Option<String>,
-    /// The JSON-RPC error code, when the answer is an error.
+    /// The JSON-RPC error code, when the answer is a JSON-RPC error.
     pub error_code: Option<i32>,
     /// The JSON-RPC error message (scrubbed).
     pub error_message: Option<String>,

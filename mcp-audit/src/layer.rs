@@ -386,6 +386,12 @@ impl Pending {
                 match &resp.body {
                     Ok(result) => {
                         ev.status = Some("ok".into());
+                        if let Some(message) = tool_error(result) {
+                            // A tool that failed answers with a result, not a JSON-RPC error:
+                            // it is a failed call all the same (no error code).
+                            ev.status = Some("error".into());
+                            ev.error_message = Some(settings.scrubber.scrub_text(&message));
+                        }
                         ev.bytes_out = Some(json_len(result) + envelope_len("", id.as_ref()));
                         ev.tokens_out = settings.count_tokens(result);
                     }
@@ -402,6 +408,27 @@ impl Pending {
             .auditor
             .submit(ev, settings.durability == Durability::Written)
     }
+}
+
+/// The longest tool error text kept in a record's `error_message`.
+const TOOL_ERROR_MAX: usize = 256;
+
+/// For a `tools/call` result with `isError: true`: its first text content (at most
+/// [`TOOL_ERROR_MAX`] bytes, cut at a character boundary), or `"tool error"`.
+fn tool_error(result: &Value) -> Option<String> {
+    if result.get("isError").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let text = result
+        .get("content")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find_map(|b| b.get("text").and_then(Value::as_str)))
+        .unwrap_or("tool error");
+    let mut end = text.len().min(TOOL_ERROR_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_owned())
 }
 
 fn fill_error(settings: &Settings, ev: &mut AuditEvent, err: &ErrorData, id: Option<&Value>) {
@@ -612,5 +639,36 @@ impl Downstream for AuditDownstream {
         }
         self.settings.auditor.record(answer, false).await;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn tool_error_is_a_failed_call() {
+        assert_eq!(
+            tool_error(&json!({"content": [{"type": "text", "text": "ok"}]})),
+            None
+        );
+        assert_eq!(tool_error(&json!({"isError": false, "content": []})), None);
+        assert_eq!(
+            tool_error(
+                &json!({"isError": true, "content": [{"type": "image", "data": ""}, {"type": "text", "text": "bad zone"}]})
+            ),
+            Some("bad zone".into())
+        );
+        assert_eq!(
+            tool_error(&json!({"isError": true})),
+            Some("tool error".into())
+        );
+        let long = "é".repeat(200);
+        let cut =
+            tool_error(&json!({"isError": true, "content": [{"type": "text", "text": long}]}))
+                .unwrap();
+        assert!(cut.len() <= TOOL_ERROR_MAX && cut.chars().all(|c| c == 'é'));
     }
 }

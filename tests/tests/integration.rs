@@ -3,6 +3,7 @@
 //! Run one file's tests with `cargo test -p <crate> --test integration <module>::`.
 
 mod attacks;
+mod audit_e2e;
 mod conformance;
 mod conformance_auth;
 mod conformance_gateway;

@@ -17,6 +17,7 @@
 mod handler;
 mod inflight;
 mod pool;
+mod trace_header;
 
 use std::{
     collections::BTreeMap,
@@ -26,7 +27,7 @@ use std::{
 };
 
 use rmcp::{
-    model::{ClientRequest, ProtocolVersion, ServerPeerInfo},
+    model::{ClientRequest, GetMeta, ProtocolVersion, ServerPeerInfo},
     service::{
         ClientLifecycleMode, ClientServiceExt, Peer, PeerRequestOptions, RoleClient,
         RunningService, ServiceError,
@@ -306,7 +307,15 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Value, ErrorData> {
         let peer = self.peer()?;
-        let request = client_request(method, params)?;
+        let mut request = client_request(method, params)?;
+        // W3C trace context (SEP-414): the caller's (or the audit layer's) `_meta.traceparent`
+        // passes through; otherwise the request's own context goes along. HTTP upstreams get it
+        // as the `traceparent` header too (see `trace_header`).
+        if request.get_meta().get_traceparent().is_none() {
+            request
+                .get_meta_mut()
+                .set_traceparent(ctx.trace.traceparent());
+        }
         // Registered before sending, so a reverse-path message that overtakes the handle still
         // finds its request.
         let mut guard = self.shared.inflight.register(ctx, peer.clone());
@@ -694,8 +703,10 @@ async fn connect_with(
             if let Some(auth) = auth {
                 config = config.auth_header(auth);
             }
-            let transport =
-                StreamableHttpClientTransport::with_client(http_client(guarded), config);
+            let transport = StreamableHttpClientTransport::with_client(
+                trace_header::TraceHeaders::new(http_client(guarded)),
+                config,
+            );
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
