@@ -498,3 +498,111 @@ async fn an_endpoint_extension_sends_the_call_to_that_instance() {
     }
     gateway.shutdown().await;
 }
+
+// === credential refusals ===
+
+/// A Streamable HTTP server written by hand: `initialize` and notifications pass; every other
+/// request is refused with `status` and this challenge; with `refuse_all`, `initialize` too.
+async fn refusing_server(status: u16, challenge: &'static str, refuse_all: bool) -> String {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let method = msg["method"].as_str().unwrap_or_default().to_owned();
+                        let mut res = http::Response::new(Full::new(bytes::Bytes::new()));
+                        if method == "initialize" && !refuse_all {
+                            let answer = json!({"jsonrpc": "2.0", "id": msg["id"], "result": {
+                                "protocolVersion": "2025-11-25",
+                                "capabilities": {"tools": {}},
+                                "serverInfo": {"name": "refusing", "version": "1"}}});
+                            *res.body_mut() = Full::new(answer.to_string().into());
+                            res.headers_mut()
+                                .insert("content-type", "application/json".parse().unwrap());
+                        } else if method.starts_with("notifications/") && !refuse_all {
+                            *res.status_mut() = http::StatusCode::ACCEPTED;
+                        } else {
+                            *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            res.headers_mut()
+                                .insert("www-authenticate", challenge.parse().unwrap());
+                        }
+                        Ok::<_, hyper::Error>(res)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+fn http_upstream(url: String) -> mcp_gateway_core::upstream::Upstream {
+    let mut config = UpstreamConfig::new(
+        "refusing",
+        Transport::Http {
+            url,
+            headers: Default::default(),
+        },
+    );
+    config.connect_timeout = Duration::from_secs(10);
+    mcp_gateway_core::upstream::Upstream::standalone(config)
+}
+
+/// A handshake refused with 401 leaves the upstream down with the server's challenge (what an
+/// OAuth client starts from) and no second handshake attempt with `server/discover`.
+#[tokio::test]
+async fn refused_handshake_keeps_the_challenge() {
+    const CHALLENGE: &str =
+        r#"Bearer resource_metadata="http://127.0.0.1:1/.well-known/oauth-protected-resource/mcp""#;
+    let upstream = http_upstream(refusing_server(401, CHALLENGE, true).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while upstream.auth_challenge().is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.auth_challenge().as_deref(), Some(CHALLENGE));
+    assert!(matches!(
+        upstream.status(),
+        mcp_gateway_core::upstream::Status::Down { .. }
+    ));
+    upstream.shutdown();
+}
+
+/// A request refused with 403 `insufficient_scope` is an `UPSTREAM_AUTH_REQUIRED` error that
+/// carries the status and the challenge (the step-up scope), and the connection stays up.
+#[tokio::test]
+async fn refused_request_is_auth_required_with_the_challenge() {
+    const CHALLENGE: &str = r#"Bearer error="insufficient_scope", scope="files:write""#;
+    let upstream = http_upstream(refusing_server(403, CHALLENGE, false).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        upstream.status(),
+        mcp_gateway_core::upstream::Status::Ready { .. }
+    ) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            upstream.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ctx = mcp_gateway_core::RequestContext::default();
+    for _ in 0..2 {
+        let e = upstream
+            .request(&Method::ToolsList, JsonObject::new(), &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code.0, codes::UPSTREAM_AUTH_REQUIRED, "{e:?}");
+        let data = e.data.unwrap();
+        assert_eq!(data["status"], 403);
+        assert_eq!(data["wwwAuthenticate"], CHALLENGE);
+    }
+    assert!(upstream.auth_challenge().is_none());
+    upstream.shutdown();
+}
