@@ -123,20 +123,20 @@ pub struct BridgeConfig {
 }
 
 /// A secret checker: HMAC both sides under a random key, compare in constant time.
-struct SecretCheck {
+pub(crate) struct SecretCheck {
     key: hmac::Key,
     tag: hmac::Tag,
 }
 
 impl SecretCheck {
-    fn new(secret: &str) -> Result<Self, ring::error::Unspecified> {
+    pub(crate) fn new(secret: &str) -> Result<Self, ring::error::Unspecified> {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)?;
         let tag = hmac::sign(&key, secret.as_bytes());
         Ok(Self { key, tag })
     }
 
-    fn check(&self, presented: &[u8]) -> bool {
+    pub(crate) fn check(&self, presented: &[u8]) -> bool {
         hmac::verify(&self.key, presented, self.tag.as_ref()).is_ok()
     }
 }

@@ -6,5 +6,6 @@ mod conformance;
 mod conformance_gateway;
 mod gateway_e2e;
 mod layers_e2e;
+mod managed_e2e;
 mod peers;
 mod sessions_and_bad_input;
