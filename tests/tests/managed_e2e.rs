@@ -249,7 +249,7 @@ impl Client {
         let (status, sid, v) = self.post(
             key,
             None,
-            None,
+            instance,
             json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25", "capabilities": {},
                 "clientInfo": {"name": "managed-e2e", "version": "1"}}}),
