@@ -3,8 +3,10 @@
 //! with `mcp-bridge` and the workspace's demo server); two API-key identities reach two
 //! dedicated instances and a third reaches the shared one (per-instance state proves which
 //! instance answered); killing a container raises an outage alert and a restart, and calls
-//! succeed again; the SSH runtime deploys the generated command to an sshd on 127.0.0.1 and the
-//! bridge refuses requests without the shared secret. No container outlives a test.
+//! succeed again (the same with a local process); the SSH runtime deploys the generated command
+//! to an sshd on 127.0.0.1 and the bridge refuses requests without the shared secret; the
+//! crate README shows exactly what `managed command` prints. No container or process outlives a
+//! test.
 //!
 //! Docker must run (CI starts `dockerd`); the tests skip, saying why, only when it cannot run
 //! at all here.
@@ -671,4 +673,101 @@ fn readme_shows_what_the_cli_generates() {
     if update {
         std::fs::write(&readme_path, readme).unwrap();
     }
+}
+
+/// Pids of processes whose environment holds `MCP_E2E_MARKER=<marker>`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let needle = format!("MCP_E2E_MARKER={marker}");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // Zombies have an empty environ: they are not running.
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Acceptance 3 through the binary with the local runtime: killing an instance's bridge process
+/// raises an outage alert, the instance restarts, calls succeed again, and no process is left
+/// after the gateway stops.
+#[test]
+fn local_instance_killed_raises_an_outage_and_restarts_through_the_gateway() {
+    let m = marker("local");
+    let hook = Webhook::start();
+    let dir = scratch_dir("managed-local").unwrap();
+    let config_path = dir.join("gateway.toml");
+    let demo = workspace_bin("demo-server").unwrap();
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen = "127.0.0.1:0"
+
+[audit]
+[audit.alerts]
+webhook = "{hook}"
+
+[admin]
+token_env = "GW_ADMIN_TOKEN"
+
+[[managed]]
+sharing = "shared"
+runtime = {{ type = "local" }}
+[managed.spec]
+name = "demo"
+kind = "command"
+command = {demo}
+env = {{ MCP_E2E_MARKER = "{m}" }}
+health = {{ interval_ms = 300, failure_threshold = 2 }}
+"#,
+            hook = hook.url,
+            demo = serde_json::to_string(&demo.to_string_lossy()).unwrap(),
+        ),
+    )
+    .unwrap();
+    let gw = mcp_gateway_tests::spawn_gateway(
+        "managed-local",
+        &config_path,
+        &[("GW_ADMIN_TOKEN", ADMIN_TOKEN)],
+    )
+    .unwrap();
+    let client = Client::new(&gw.url);
+    let s = client.session(None, None);
+    s.write_note("n", "before");
+    assert_eq!(s.read_note("n").as_deref(), Ok("before"));
+
+    // The catalog's stdio run of the command and the instance (bridge + server) carry the marker.
+    assert!(processes_with(&m).len() >= 3, "{:?}", processes_with(&m));
+    let list = client.admin_instances();
+    let old = instance(&list, "shared")["runtime_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid: i32 = old.parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    hook.wait_for("upstream_down", "demo/shared");
+    hook.wait_for("upstream_recovered", "demo/shared");
+    wait_until("the restarted instance", Duration::from_secs(30), || {
+        let list = client.admin_instances();
+        let i = instance(&list, "shared");
+        (i["state"] == "ready" && i["runtime_id"] != old.as_str()).then_some(())
+    });
+    // A fresh process: the note is gone, and calls work again.
+    assert!(s.read_note("n").is_err());
+    s.write_note("n", "after");
+    assert_eq!(s.read_note("n").as_deref(), Ok("after"));
+
+    stop(gw);
+    wait_until("no process left", Duration::from_secs(10), || {
+        processes_with(&m).is_empty().then_some(())
+    });
 }
