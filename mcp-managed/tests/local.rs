@@ -588,3 +588,70 @@ async fn catalog_relay_needs_its_secret_and_reaches_the_restarted_instance() {
     manager.shutdown().await;
     assert_no_orphans(&m).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_streams_progress_over_sse_when_the_caller_asks() {
+    let m = marker("sse");
+    // The workspace's demo server (the stdio-demo example): slow_count reports progress.
+    let demo = std::path::Path::new(bridge_bin())
+        .parent()
+        .unwrap()
+        .join("examples/stdio-demo");
+    assert!(
+        demo.is_file(),
+        "{} is built by `cargo test`",
+        demo.display()
+    );
+    let mut spec = mcp_managed::InstanceSpec::new("demo", "command");
+    spec.command = Some(demo.to_string_lossy().into_owned());
+    spec.env.insert("MCP_TEST_MARKER".into(), m.clone());
+    let manager = Manager::builder()
+        .server(ServerSettings::new(spec, local()))
+        .build()
+        .unwrap();
+    let ep = manager.ensure("demo", "shared").await.unwrap();
+    let secret = ep.secret_header.1.to_str().unwrap().to_string();
+    let headers = [("x-mcp-bridge-secret", secret.as_str())];
+    let call = |meta: serde_json::Value| {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "slow_count", "arguments": {"n": 3, "delay_ms": 10}, "_meta": meta}})
+    };
+
+    // A progress token and `Accept: text/event-stream`: the progress, then the answer.
+    let (s, body) = raw(
+        http::Method::POST,
+        &ep.url,
+        &headers,
+        Some(call(json!({"progressToken": "tok-1"}))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{body}");
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4, "{body}");
+    for (i, e) in events[..3].iter().enumerate() {
+        assert_eq!(e["method"], "notifications/progress", "{e}");
+        assert_eq!(e["params"]["progressToken"], "tok-1", "{e}");
+        assert_eq!(e["params"]["progress"], json!(i as f64 + 1.0), "{e}");
+    }
+    assert_eq!(events[3]["id"], 7);
+    assert_eq!(
+        events[3]["result"]["content"][0]["text"], "counted to 3",
+        "{body}"
+    );
+
+    // Without a progress token the answer is plain JSON.
+    let (s, body) = raw(http::Method::POST, &ep.url, &headers, Some(call(json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "counted to 3", "{v}");
+
+    manager.shutdown().await;
+    assert_no_orphans(&m).await;
+}

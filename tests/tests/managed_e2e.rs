@@ -741,6 +741,23 @@ health = {{ interval_ms = 300, failure_threshold = 2 }}
     s.write_note("n", "before");
     assert_eq!(s.read_note("n").as_deref(), Ok("before"));
 
+    // Progress from the instance reaches the client: the bridge streams it over SSE.
+    let report = mcp_gateway_tests::python::run_script(
+        "gateway_client.py",
+        &[
+            "legacy",
+            gw.url.as_str(),
+            &json!({"progress": {"name": "demo__slow_count", "arguments": {"n": 3, "delay_ms": 20}}})
+                .to_string(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        report["progress"],
+        json!({"values": [1.0, 2.0, 3.0], "text": "counted to 3"}),
+        "{report}"
+    );
+
     // The catalog's stdio run of the command and the instance (bridge + server) carry the marker.
     assert!(processes_with(&m).len() >= 3, "{:?}", processes_with(&m));
     let list = client.admin_instances();
