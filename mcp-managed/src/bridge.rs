@@ -11,8 +11,11 @@
 //!   against the shared secret (401): both sides are HMAC-SHA256'd under a per-process random key
 //!   and compared with `ring::hmac::verify` (constant time). `initialize` is answered from the
 //!   child's own initialize result; other requests are forwarded and their answers returned as
-//!   `application/json`; notifications get 202. The bridge keeps no HTTP session (no
-//!   `Mcp-Session-Id`); server-to-client requests from the child are not relayed.
+//!   `application/json`, or, when the request carries a progress token and accepts
+//!   `text/event-stream`, as an SSE stream of the child's progress notifications for it (under
+//!   the caller's token) followed by the answer; notifications get 202. The bridge keeps no HTTP
+//!   session (no `Mcp-Session-Id`); other server-to-client messages (logging, sampling,
+//!   elicitation, roots) are not relayed.
 //! - When the child exits, the bridge is not ready until a new child (restarted with exponential
 //!   backoff, 100 ms up to 5 s) has passed initialize and tools/list again.
 //! - The secret is read from an environment variable and removed from the child's environment.
@@ -30,14 +33,16 @@ use std::{
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ring::hmac;
 use rmcp::{
-    RoleClient, ServiceExt,
-    model::{ClientJsonRpcMessage, ClientRequest, ErrorCode, ServerResult},
-    service::{Peer, RunningService, ServiceError},
+    ClientHandler, RoleClient, ServiceExt,
+    model::{
+        ClientJsonRpcMessage, ClientRequest, ErrorCode, ProgressNotificationParam, ServerResult,
+    },
+    service::{NotificationContext, Peer, PeerRequestOptions, RunningService, ServiceError},
     transport::TokioChildProcess,
 };
 use serde_json::{Value, json};
@@ -123,20 +128,20 @@ pub struct BridgeConfig {
 }
 
 /// A secret checker: HMAC both sides under a random key, compare in constant time.
-struct SecretCheck {
+pub(crate) struct SecretCheck {
     key: hmac::Key,
     tag: hmac::Tag,
 }
 
 impl SecretCheck {
-    fn new(secret: &str) -> Result<Self, ring::error::Unspecified> {
+    pub(crate) fn new(secret: &str) -> Result<Self, ring::error::Unspecified> {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)?;
         let tag = hmac::sign(&key, secret.as_bytes());
         Ok(Self { key, tag })
     }
 
-    fn check(&self, presented: &[u8]) -> bool {
+    pub(crate) fn check(&self, presented: &[u8]) -> bool {
         hmac::verify(&self.key, presented, self.tag.as_ref()).is_ok()
     }
 }
@@ -149,7 +154,30 @@ struct State {
     ready: AtomicBool,
     restarts: AtomicU64,
     peer: RwLock<Option<(Peer<RoleClient>, Value)>>,
+    /// Progress notifications from the child, for the SSE answers waiting on them.
+    progress: tokio::sync::broadcast::Sender<ProgressNotificationParam>,
 }
+
+/// The bridge's side of the child's MCP session: progress notifications are passed to the
+/// requests that asked for them; other server-to-client messages are not relayed.
+#[derive(Clone)]
+struct ChildEvents {
+    progress: tokio::sync::broadcast::Sender<ProgressNotificationParam>,
+}
+
+impl ClientHandler for ChildEvents {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        // Nobody listening (no SSE answer in flight) is fine.
+        let _ = self.progress.send(params);
+    }
+}
+
+/// The body of the bridge's answers: a JSON document, or an SSE stream.
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A running bridge; dropping it does not stop it, call [`Bridge::shutdown`].
 #[derive(Clone)]
@@ -203,6 +231,7 @@ impl Bridge {
             ready: AtomicBool::new(false),
             restarts: AtomicU64::new(0),
             peer: RwLock::new(None),
+            progress: tokio::sync::broadcast::channel(256).0,
         });
         let stop = CancellationToken::new();
         tokio::spawn(supervise(state.clone(), config, stop.clone()));
@@ -238,14 +267,15 @@ impl Bridge {
 
 async fn start_child(
     config: &BridgeConfig,
-) -> Result<RunningService<RoleClient, ()>, Box<dyn std::error::Error + Send + Sync>> {
+    progress: tokio::sync::broadcast::Sender<ProgressNotificationParam>,
+) -> Result<RunningService<RoleClient, ChildEvents>, Box<dyn std::error::Error + Send + Sync>> {
     let mut cmd = tokio::process::Command::new(&config.command[0]);
     cmd.args(&config.command[1..]).stderr(Stdio::inherit());
     for v in &config.scrub_env {
         cmd.env_remove(v);
     }
     let transport = TokioChildProcess::new(cmd)?;
-    let running = ().serve(transport).await?;
+    let running = ChildEvents { progress }.serve(transport).await?;
     if running
         .peer()
         .peer_info()
@@ -262,7 +292,7 @@ async fn supervise(state: Arc<State>, config: BridgeConfig, stop: CancellationTo
         let started = Instant::now();
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
-            r = start_child(&config) => r,
+            r = start_child(&config, state.progress.clone()) => r,
         };
         match attempt {
             Ok(mut running) => {
@@ -301,7 +331,7 @@ async fn supervise(state: Arc<State>, config: BridgeConfig, stop: CancellationTo
     }
 }
 
-async fn wait_closed(running: &mut RunningService<RoleClient, ()>) {
+async fn wait_closed(running: &mut RunningService<RoleClient, ChildEvents>) {
     // The peer's channel closes when the service loop ends (the child's stdout closed).
     let peer = running.peer().clone();
     while !peer.is_transport_closed() {
@@ -340,8 +370,8 @@ async fn accept_loop(state: Arc<State>, listener: TcpListener, stop: Cancellatio
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -350,8 +380,8 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
-fn json_response(v: &Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+fn json_response(v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -363,11 +393,7 @@ fn rpc_error(id: Option<&Value>, code: i32, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": {"code": code, "message": message}})
 }
 
-async fn handle(
-    state: &State,
-    remote: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn handle(state: &State, remote: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     if !state.allow.is_empty() && !state.allow.iter().any(|n| n.contains(remote.ip())) {
         return text(StatusCode::FORBIDDEN, "source address not allowed\n");
     }
@@ -406,6 +432,11 @@ async fn handle(
             return r;
         }
     }
+    let req_accepts_sse = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|a| a.contains("text/event-stream")));
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
@@ -419,6 +450,7 @@ async fn handle(
         }
     };
     let id = value.get("id").cloned();
+    let progress_token = value.pointer("/params/_meta/progressToken").cloned();
     let Some(method) = value
         .get("method")
         .and_then(Value::as_str)
@@ -468,22 +500,81 @@ async fn handle(
             ));
         }
     };
-    match peer.send_request(request).await {
+    let wants_sse = req_accepts_sse;
+    let token = progress_token.filter(|_| wants_sse);
+    let Some(token) = token else {
+        return json_response(&answer(&id, peer.send_request(request).await));
+    };
+    // The caller asked for progress and takes SSE: stream the child's progress notifications
+    // (under the caller's token), then the answer.
+    let mut progress = state.progress.subscribe();
+    let handle = match peer
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => return json_response(&answer(&id, Err(e))),
+    };
+    let child_token = handle.progress_token.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let event = |v: &Value| Bytes::from(format!("event: message\ndata: {v}\n\n"));
+        let response = handle.await_response();
+        tokio::pin!(response);
+        loop {
+            tokio::select! {
+                r = &mut response => {
+                    let _ = tx.send(event(&answer(&id, r))).await;
+                    return;
+                }
+                p = progress.recv() => match p {
+                    Ok(p) if p.progress_token == child_token => {
+                        let mut params = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
+                        params["progressToken"] = token.clone();
+                        let n = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params});
+                        if tx.send(event(&n)).await.is_err() {
+                            return; // the caller went away
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                },
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(hyper::body::Frame::data(b)), rx))
+    });
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// The JSON-RPC answer for the child's result.
+fn answer(id: &Value, result: Result<ServerResult, ServiceError>) -> Value {
+    match result {
         Ok(result) => {
             let result: Value = match result {
                 ServerResult::EmptyResult(_) => json!({}),
                 other => serde_json::to_value(&other).unwrap_or_else(|_| json!({})),
             };
-            json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
+            json!({"jsonrpc": "2.0", "id": id, "result": result})
         }
-        Err(ServiceError::McpError(e)) => json_response(&json!({
-            "jsonrpc": "2.0", "id": id, "error": e,
-        })),
-        Err(e) => json_response(&rpc_error(
-            Some(&id),
+        Err(ServiceError::McpError(e)) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
+        Err(e) => rpc_error(
+            Some(id),
             mcp_gateway_core::codes::UPSTREAM_UNAVAILABLE,
             &format!("the server did not answer: {e}"),
-        )),
+        ),
     }
 }
 

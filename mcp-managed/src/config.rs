@@ -192,6 +192,16 @@ impl Config {
         toml::from_str(text)
     }
 
+    /// Whether instances run on this machine as local processes (the gateway can then list the
+    /// server's features from one local run of its command; otherwise it lists them through a
+    /// [`crate::relay::CatalogRelay`]).
+    pub fn runs_locally(&self) -> bool {
+        matches!(
+            self.runtime,
+            RuntimeConfig::Local | RuntimeConfig::LocalBridge { .. }
+        )
+    }
+
     /// Checks the entry against the type registry and its own settings.
     pub fn validate(&self, types: &InstanceTypes) -> Result<(), ConfigError> {
         types.resolve(&self.spec)?;

@@ -13,6 +13,8 @@
 //! - [`Manager`] runs shared and dedicated instances: selection, access lists, start on first use,
 //!   health monitor, restart with backoff, outage/recovery events, idle reaping, caps, recreate,
 //!   rolling update, drain, teardown.
+//! - [`relay::CatalogRelay`] gives a gateway one stable endpoint to list a server's features
+//!   from when it cannot run the server's command itself (containers, SSH hosts).
 //! - [`ManagedLayer`] resolves the instance for each request and hands dispatch an
 //!   [`InstanceEndpoint`] (URL and secret header).
 //!
@@ -45,6 +47,7 @@ pub mod cli;
 pub mod config;
 pub mod layer;
 pub mod manager;
+pub mod relay;
 pub mod render;
 pub mod runtime;
 pub mod spec;

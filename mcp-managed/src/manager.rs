@@ -754,6 +754,25 @@ impl Manager {
         Ok(lease.endpoint().clone())
     }
 
+    /// The instance the gateway lists a server's features from when it cannot run the server's
+    /// command itself (containers, SSH hosts): `shared` for a shared server, else a dedicated
+    /// `catalog` instance nobody else can select (it counts towards the cap and is reaped when
+    /// idle like any dedicated instance; the next listing starts it again).
+    pub fn catalog_instance(&self, server: &str) -> Result<&'static str, ManagedError> {
+        Ok(match self.server(server)?.settings.sharing {
+            Sharing::Shared => "shared",
+            Sharing::PerIdentity | Sharing::PerTeam => "catalog",
+        })
+    }
+
+    /// Leases (starting it when needed) the [`Manager::catalog_instance`] of `server`.
+    pub async fn catalog_lease(&self, server: &str) -> Result<Lease, ManagedError> {
+        let s = self.server(server)?;
+        let name = self.catalog_instance(server)?;
+        let inst = self.instance(&s, name, None)?;
+        inst.lease(&self.inner, None).await
+    }
+
     /// Replaces an instance with a fresh one: the new generation starts and becomes ready, then
     /// traffic moves to it, then the old one stops once its in-flight requests finished.
     pub async fn recreate(

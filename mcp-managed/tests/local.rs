@@ -505,3 +505,153 @@ async fn faults_give_clear_errors_and_leave_nothing_behind() {
     assert_eq!(e.field(), "env.A\nB");
     manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_relay_needs_its_secret_and_reaches_the_restarted_instance() {
+    let m = marker("relay");
+    let mut spec = time_spec("time", &m);
+    spec.health.interval_ms = Some(100);
+    spec.health.failure_threshold = Some(1);
+    let manager = Manager::builder()
+        .server(ServerSettings::new(spec, local()).sharing(Sharing::PerIdentity))
+        .timing(fast_timing())
+        .build()
+        .unwrap();
+    assert_eq!(manager.catalog_instance("time").unwrap(), "catalog");
+    let e = mcp_managed::relay::CatalogRelay::start(manager.clone(), "nope")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a managed server"), "{e}");
+    let relay = mcp_managed::relay::CatalogRelay::start(manager.clone(), "time")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let (header, secret) = relay.secret_header();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+
+    // Without the relay's secret (or with an instance-looking wrong one): refused, nothing starts.
+    for headers in [vec![], vec![(header, "wrong")]] {
+        let (s, body) = raw(http::Method::POST, &url, &headers, Some(list.clone()))
+            .await
+            .unwrap();
+        assert_eq!(s, 401, "{body}");
+    }
+    assert!(manager.list().is_empty());
+
+    let tools = |body: String| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (s, body) = raw(
+        http::Method::POST,
+        &url,
+        &[(header, secret)],
+        Some(list.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert!(tools(body).contains(&"get_current_time".to_owned()));
+    let before = manager.list().remove(0);
+    assert_eq!(before.instance, "catalog");
+
+    // The catalog instance dies; the relay's address and secret stay, and reach its successor.
+    let pid: i32 = before.runtime_id.clone().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let now = manager.list().remove(0);
+            if now.runtime_id.is_some() && now.runtime_id != before.runtime_id {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a restarted catalog instance");
+    let (s, body) = raw(http::Method::POST, &url, &[(header, secret)], Some(list))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert!(tools(body).contains(&"get_current_time".to_owned()));
+
+    drop(relay);
+    manager.shutdown().await;
+    assert_no_orphans(&m).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_streams_progress_over_sse_when_the_caller_asks() {
+    let m = marker("sse");
+    // The workspace's demo server (the stdio-demo example): slow_count reports progress.
+    let demo = std::path::Path::new(bridge_bin())
+        .parent()
+        .unwrap()
+        .join("examples/stdio-demo");
+    assert!(
+        demo.is_file(),
+        "{} is built by `cargo test`",
+        demo.display()
+    );
+    let mut spec = mcp_managed::InstanceSpec::new("demo", "command");
+    spec.command = Some(demo.to_string_lossy().into_owned());
+    spec.env.insert("MCP_TEST_MARKER".into(), m.clone());
+    let manager = Manager::builder()
+        .server(ServerSettings::new(spec, local()))
+        .build()
+        .unwrap();
+    let ep = manager.ensure("demo", "shared").await.unwrap();
+    let secret = ep.secret_header.1.to_str().unwrap().to_string();
+    let headers = [("x-mcp-bridge-secret", secret.as_str())];
+    let call = |meta: serde_json::Value| {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "slow_count", "arguments": {"n": 3, "delay_ms": 10}, "_meta": meta}})
+    };
+
+    // A progress token and `Accept: text/event-stream`: the progress, then the answer.
+    let (s, body) = raw(
+        http::Method::POST,
+        &ep.url,
+        &headers,
+        Some(call(json!({"progressToken": "tok-1"}))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 200, "{body}");
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4, "{body}");
+    for (i, e) in events[..3].iter().enumerate() {
+        assert_eq!(e["method"], "notifications/progress", "{e}");
+        assert_eq!(e["params"]["progressToken"], "tok-1", "{e}");
+        assert_eq!(e["params"]["progress"], json!(i as f64 + 1.0), "{e}");
+    }
+    assert_eq!(events[3]["id"], 7);
+    assert_eq!(
+        events[3]["result"]["content"][0]["text"], "counted to 3",
+        "{body}"
+    );
+
+    // Without a progress token the answer is plain JSON.
+    let (s, body) = raw(http::Method::POST, &ep.url, &headers, Some(call(json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "counted to 3", "{v}");
+
+    manager.shutdown().await;
+    assert_no_orphans(&m).await;
+}

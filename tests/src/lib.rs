@@ -32,6 +32,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod conformance;
+pub mod containers;
 pub mod python;
 
 /// Errors of the test support code: each says what was being done and what went wrong.

@@ -10,6 +10,7 @@ mod conformance_gateway;
 mod faults;
 mod gateway_e2e;
 mod layers_e2e;
+mod managed_e2e;
 mod multi_replica;
 mod peers;
 mod sessions_and_bad_input;

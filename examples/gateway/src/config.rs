@@ -478,10 +478,14 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
             );
             continue;
         }
-        // The catalog lists a managed server's features from one local run of its command;
-        // calls go to the caller's instance (the managed layer picks it).
+        // The catalog lists a local managed server's features from one local run of its
+        // command; servers in containers or on SSH hosts are listed through a catalog relay
+        // (set up when serving). Calls go to the caller's instance (the managed layer picks it).
+        if !m.runs_locally() {
+            continue;
+        }
         match types.resolve(&m.spec) {
-            Ok(resolved) if resolved.image.is_none() && !resolved.argv.is_empty() => {
+            Ok(resolved) if !resolved.argv.is_empty() => {
                 upstreams.push(UpstreamConfig::new(
                     Arc::<str>::from(m.spec.name.as_str()),
                     Transport::Stdio {
@@ -492,9 +496,9 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
                     },
                 ));
             }
-            Ok(_) => tracing::warn!(
-                server = %m.spec.name,
-                "an image-only managed server is not listed until an instance serves it"
+            Ok(_) => p.at(
+                0..0,
+                format!("managed server '{}': no command", m.spec.name),
             ),
             Err(e) => p.at(0..0, format!("managed server '{}': {e}", m.spec.name)),
         }

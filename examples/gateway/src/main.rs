@@ -282,16 +282,49 @@ async fn run(settings: config::Settings) -> Result<(), BoxError> {
     if let Some(n) = settings.page_size {
         dispatch.page_size = n;
     }
+    let events = mcp_gateway_core::EventBus::default();
+    let managed = stack::managed(&settings, &events)?;
     let mut builder = Gateway::builder()
         .naming(settings.naming.clone())
-        .dispatch_config(dispatch);
+        .dispatch_config(dispatch)
+        .events(events);
     for upstream in settings.upstreams.iter().cloned() {
         builder = builder.upstream(upstream);
     }
+    let mut relays = Vec::new();
+    if let Some(m) = &managed {
+        for (upstream, relay) in stack::catalog_relays(&settings, m).await? {
+            builder = builder.upstream(upstream);
+            relays.push(relay);
+        }
+    }
     let gateway = builder.build()?;
+    let parts = match stack::mcp_stack(&settings, &gateway, managed.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            // The catalog upstreams may already have started managed instances.
+            if let Some(m) = &managed {
+                m.shutdown().await;
+            }
+            gateway.shutdown().await;
+            return Err(e);
+        }
+    };
+    let served = serve_gateway(&settings, &gateway, &parts).await;
+    drop(relays);
+    stack::shutdown(&parts).await;
+    tracing::info!("stopping upstreams");
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    served
+}
 
-    let parts = stack::mcp_stack(&settings, &gateway)?;
-
+/// Serves the HTTP front until a shutdown signal (or a failure to listen).
+async fn serve_gateway(
+    settings: &config::Settings,
+    gateway: &Gateway,
+    parts: &stack::Parts,
+) -> Result<(), BoxError> {
     let key = match &settings.session_key {
         Some(k) => SessionKey::from_encoded(k)?,
         None => SessionKey::generate()?,
@@ -319,7 +352,7 @@ async fn run(settings: config::Settings) -> Result<(), BoxError> {
     }
     let path = http.get_path().to_owned();
     let adapter = StreamableHttp::new(parts.mcp.clone(), http)?;
-    let front = stack::http_front(adapter.clone(), &parts, &settings);
+    let front = stack::http_front(adapter.clone(), parts, settings);
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -346,10 +379,6 @@ async fn run(settings: config::Settings) -> Result<(), BoxError> {
         serve_options.header_read_timeout = Duration::from_millis(ms);
     }
     serve_with(listener, front, shutdown, serve_options).await?;
-    stack::shutdown(&parts).await;
-    tracing::info!("stopping upstreams");
-    gateway.shutdown().await;
-    tracing::info!("stopped");
     Ok(())
 }
 

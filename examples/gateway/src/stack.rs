@@ -8,7 +8,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use mcp_gateway_core::{
-    BoxError, FeatureKind, McpRequest, McpResponse, gateway::Gateway, http::BoxBody,
+    BoxError, FeatureKind, McpRequest, McpResponse,
+    gateway::Gateway,
+    http::BoxBody,
+    upstream::{Transport, UpstreamConfig},
 };
 use serde_json::{Value, json};
 use tower::{Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
@@ -27,8 +30,55 @@ pub(crate) struct Parts {
     pub(crate) managed: Option<mcp_managed::Manager>,
 }
 
+/// Builds the manager of the `[[managed]]` servers (none: `None`), publishing outage and
+/// recovery events on `events` (the gateway's bus). Runs before the gateway is built: servers
+/// the gateway cannot run itself are listed through the manager's catalog relays.
+pub(crate) fn managed(
+    settings: &Settings,
+    events: &mcp_gateway_core::EventBus,
+) -> Result<Option<mcp_managed::Manager>, BoxError> {
+    if settings.managed.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(mcp_managed::build_manager(
+        &settings.managed,
+        events.clone(),
+    )?))
+}
+
+/// One catalog upstream per managed server that does not run locally (containers, SSH hosts):
+/// an HTTP upstream at a [`mcp_managed::relay::CatalogRelay`], which reaches the server's
+/// catalog instance whatever its current address. The relays stop when dropped.
+pub(crate) async fn catalog_relays(
+    settings: &Settings,
+    manager: &mcp_managed::Manager,
+) -> Result<Vec<(UpstreamConfig, mcp_managed::relay::CatalogRelay)>, BoxError> {
+    let types = mcp_managed::InstanceTypes::default();
+    let mut out = Vec::new();
+    for m in settings.managed.iter().filter(|m| !m.runs_locally()) {
+        let relay = mcp_managed::relay::CatalogRelay::start(manager.clone(), &m.spec.name).await?;
+        let (k, v) = relay.secret_header();
+        let mut config = UpstreamConfig::new(
+            m.spec.name.as_str(),
+            Transport::Http {
+                url: relay.url(),
+                headers: [(k.to_owned(), v.to_owned())].into(),
+            },
+        );
+        // The first connection waits for the catalog instance to start and become ready.
+        let ready = types.resolve(&m.spec)?.health.ready_timeout;
+        config.connect_timeout = config.connect_timeout.max(ready + Duration::from_secs(10));
+        out.push((config, relay));
+    }
+    Ok(out)
+}
+
 /// Builds the MCP stack, outermost first: audit, route, policy, DLP, credentials, dispatch.
-pub(crate) fn mcp_stack(settings: &Settings, gateway: &Gateway) -> Result<Parts, BoxError> {
+pub(crate) fn mcp_stack(
+    settings: &Settings,
+    gateway: &Gateway,
+    managed: Option<mcp_managed::Manager>,
+) -> Result<Parts, BoxError> {
     let identity = settings.identity.as_ref().map(|c| c.build()).transpose()?;
     let policy = match &settings.policy {
         Some(c) => {
@@ -56,14 +106,6 @@ pub(crate) fn mcp_stack(settings: &Settings, gateway: &Gateway) -> Result<Parts,
             Some(stack)
         }
         None => None,
-    };
-    let managed = if settings.managed.is_empty() {
-        None
-    } else {
-        Some(mcp_managed::build_manager(
-            &settings.managed,
-            gateway.events().clone(),
-        )?)
     };
     let mcp = ServiceBuilder::new()
         .option_layer(audit.as_ref().map(|a| a.layer.clone()))
