@@ -2,7 +2,7 @@
 //! approvals, observed tool definitions (pins, threat verdicts), reload and events.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
     time::SystemTime,
@@ -10,7 +10,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 use mcp_gateway_core::{
-    EventBus, FeatureKind, GatewayEvent, ServerMessage, Target, message::unix_millis,
+    EventBus, FeatureKind, GatewayEvent, ServerMessage, Target, catalog::Catalog,
+    message::unix_millis,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -197,8 +198,23 @@ pub(crate) struct Shared {
     /// Renamed name -> the exposed name the route layer knows.
     pub(crate) renamed: ArcSwap<HashMap<String, String>>,
     events: broadcast::Sender<PolicyEvent>,
+    /// The last [`RECENT_EVENTS`] events, for the admin endpoint.
+    recent: Mutex<VecDeque<RecordedEvent>>,
     bus: RwLock<Option<EventBus>>,
     file: Option<PathBuf>,
+}
+
+/// How many events [`PolicyHandle::recent_events`] keeps.
+pub const RECENT_EVENTS: usize = 256;
+
+/// A policy event with the time it was raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: PolicyEvent,
 }
 
 impl std::fmt::Debug for Shared {
@@ -228,6 +244,7 @@ impl Shared {
             withheld: ArcSwap::from_pointee(HashSet::new()),
             renamed: ArcSwap::from_pointee(HashMap::new()),
             events: broadcast::channel(256).0,
+            recent: Mutex::new(VecDeque::new()),
             bus: RwLock::new(None),
             file,
         })
@@ -235,6 +252,15 @@ impl Shared {
 
     pub(crate) fn emit(&self, e: PolicyEvent) {
         tracing::info!(target: "mcp_policy", event = ?e, "policy event");
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(RecordedEvent {
+                at_ms: now_ms(),
+                event: e.clone(),
+            });
+        }
         let _ = self.events.send(e);
     }
 
@@ -515,6 +541,7 @@ impl PolicyHandle {
                 withheld: ArcSwap::from_pointee(HashSet::new()),
                 renamed: ArcSwap::from_pointee(HashMap::new()),
                 events: broadcast::channel(256).0,
+                recent: Mutex::new(VecDeque::new()),
                 bus: RwLock::new(None),
                 file: None,
             }),
@@ -556,6 +583,48 @@ impl PolicyHandle {
     /// Subscribes to policy events.
     pub fn subscribe(&self) -> broadcast::Receiver<PolicyEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// The last [`RECENT_EVENTS`] events, oldest first.
+    pub fn recent_events(&self) -> Vec<RecordedEvent> {
+        self.shared
+            .recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Observes the gateway catalog's tools now and whenever `bus` says the tool list changed
+    /// (the catalog refreshes when an upstream sends `notifications/tools/list_changed`), so a
+    /// changed pinned tool is withheld, and its event raised, before any client lists it again.
+    /// Without this, definitions are observed on `tools/list` answers only. The task ends when
+    /// the bus closes. Must be called inside a tokio runtime.
+    pub fn watch_catalog(&self, catalog: Catalog, bus: &EventBus) -> tokio::task::JoinHandle<()> {
+        let mut rx = bus.subscribe();
+        let shared = self.shared.clone();
+        let observe = move |shared: &Shared| {
+            let snapshot = catalog.snapshot();
+            let tools = &snapshot.tools;
+            if !tools.items.is_empty() {
+                let engine = shared.engine.load_full();
+                shared.observe_tools(&engine, &tools.origins, &tools.items);
+            }
+        };
+        observe(&shared);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(GatewayEvent::ListChanged(m))
+                        if m.method == "notifications/tools/list_changed" && m.server.is_none() =>
+                    {
+                        observe(&shared);
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => observe(&shared),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
     }
 
     /// The current engine.
