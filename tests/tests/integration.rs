@@ -7,4 +7,5 @@ mod conformance_gateway;
 mod gateway_e2e;
 mod layers_e2e;
 mod peers;
+mod policy_e2e;
 mod sessions_and_bad_input;
