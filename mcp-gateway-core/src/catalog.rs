@@ -360,10 +360,15 @@ impl Catalog {
         if let Some(t) = snapshot.list(kind).get(exposed) {
             return Some(t.clone());
         }
-        // A prefixed name of a known server whose list has not arrived yet (or is stale): route
-        // it anyway so the upstream gives the authoritative answer.
+        // A prefixed name of a known server whose list has not arrived yet: route it anyway so
+        // the upstream gives the authoritative answer. Once the server's list is known, a name
+        // not in it does not exist (and is answered like any missing feature, the same answer a
+        // feature hidden by policy gets).
         let (server, name) = self.naming().split(exposed)?;
         let server = self.inner.order.iter().find(|s| &***s == server)?;
+        if snapshot.server(server).is_some() {
+            return None;
+        }
         Some(Target {
             server: server.clone(),
             name: Some(name.to_owned()),
@@ -488,6 +493,8 @@ mod tests {
         assert_eq!((&*r.server, r.name.as_deref()), ("a", Some("test://x")));
         assert!(c.resolve_uri("test://x").is_none());
         assert!(c.resolve_name(FeatureKind::Tool, "zz__echo").is_none());
+        // Not in the known list of its server: missing, not routed.
+        assert!(c.resolve_name(FeatureKind::Tool, "a__nope").is_none());
     }
 
     #[test]

@@ -24,8 +24,8 @@ use crate::{
     catalog::{Catalog, PrefixMode, list_key},
     events::EventBus,
     message::{
-        Annotation, BoxError, ErrorData, FeatureKind, JsonObject, ListOrigins, McpRequest,
-        McpResponse, Method, codes, error, not_found,
+        Annotation, BoxError, ErrorData, FeatureKind, JsonObject, ListFilter, ListOrigins,
+        McpRequest, McpResponse, Method, codes, error, not_found,
     },
     upstream::{Endpoint, Pool, Status, Upstream, inflight_token},
 };
@@ -278,16 +278,38 @@ impl Inner {
                 ));
             }
         };
-        let end = (start + self.config.page_size.max(1)).min(list.items.len());
+        let len = list.items.len();
+        let page = self.config.page_size.max(1);
+        // A layer that hides entries says which ones this caller may see: only those are copied,
+        // and pages are filled with visible entries (the cursor stays an index into the list).
+        let visible = req
+            .ctx
+            .extensions
+            .get::<ListFilter>()
+            .map(|f| (f.0)(kind, &list.origins))
+            .filter(|v| v.len() == len);
+        let shown = |i: usize| visible.as_ref().is_none_or(|v| v[i]);
+        let mut items = Vec::with_capacity(page.min(len - start));
+        let mut origins = Vec::with_capacity(page.min(len - start));
+        let mut next = start;
+        while next < len && items.len() < page {
+            if shown(next) {
+                items.push(list.items[next].clone());
+                origins.push(list.origins[next].clone());
+            }
+            next += 1;
+        }
+        while next < len && !shown(next) {
+            next += 1;
+        }
         let (key, _) = list_key(kind);
         let mut result = JsonObject::with_capacity(2);
-        result.insert(key.into(), Value::Array(list.items[start..end].to_vec()));
-        if end < list.items.len() {
-            result.insert("nextCursor".into(), Value::String(encode_cursor(end)));
+        result.insert(key.into(), Value::Array(items));
+        if next < len {
+            result.insert("nextCursor".into(), Value::String(encode_cursor(next)));
         }
         let mut res = req.reply(Value::Object(result));
-        res.extensions
-            .insert(ListOrigins(Arc::new(list.origins[start..end].to_vec())));
+        res.extensions.insert(ListOrigins(Arc::new(origins)));
         res
     }
 
@@ -586,6 +608,63 @@ mod tests {
         assert_eq!(v["content"][1]["resource"]["uri"], "s+test://a");
         assert_eq!(v["content"][2]["uri"], "s+test://b");
         assert_eq!(v["content"][0]["text"], "hi");
+    }
+
+    #[tokio::test]
+    async fn a_list_filter_fills_pages_with_visible_entries_only() {
+        use crate::catalog::{Naming, ServerLists};
+        let server: Arc<str> = "s".into();
+        let catalog = Catalog::new(Naming::default(), vec![server.clone()], EventBus::default());
+        let tools = (0..10).map(|i| json!({"name": format!("t{i}")})).collect();
+        catalog.update(
+            &server,
+            ServerLists {
+                tools,
+                ..ServerLists::default()
+            },
+        );
+        let config = DispatchConfig {
+            page_size: 2,
+            ..DispatchConfig::default()
+        };
+        let dispatch = Dispatch::new(catalog, Vec::new(), config);
+        // Only t1, t2, t5 are visible to this caller.
+        let filter = ListFilter(Arc::new(|_, origins: &[crate::message::Target]| {
+            origins
+                .iter()
+                .map(|o| matches!(o.name.as_deref(), Some("t1" | "t2" | "t5")))
+                .collect()
+        }));
+        let page = |cursor: Option<Value>| {
+            let mut params = JsonObject::new();
+            if let Some(c) = cursor {
+                params.insert("cursor".into(), c);
+            }
+            let mut req = McpRequest::new(
+                Some(crate::message::RequestId::Number(1)),
+                Method::ToolsList,
+                params,
+            );
+            req.ctx.extensions.insert(filter.clone());
+            let mut d = dispatch.clone();
+            async move { d.call(req).await.unwrap() }
+        };
+        let first = page(None).await;
+        let body = first.body.as_ref().unwrap();
+        let names: Vec<&str> = body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert_eq!(names, ["s__t1", "s__t2"]);
+        let origins = &first.extensions.get::<ListOrigins>().unwrap().0;
+        assert_eq!(origins.len(), 2);
+        let second = page(Some(body["nextCursor"].clone())).await;
+        let body = second.body.as_ref().unwrap();
+        assert_eq!(body["tools"], json!([{"name": "s__t5"}]));
+        // Nothing visible after t5: no further page.
+        assert!(body.get("nextCursor").is_none(), "{body}");
     }
 
     #[test]

@@ -52,8 +52,8 @@ pub use downstream::{Downstream, ServerMessage};
 pub use events::{EventBus, GatewayEvent};
 pub use identity::Identity;
 pub use message::{
-    Annotation, Annotations, BoxError, Direction, ErrorData, FeatureKind, JsonObject, ListOrigins,
-    McpRequest, McpResponse, Method, Origin, RequestContext, RequestId, SessionInfo, Target, codes,
-    error, not_found,
+    Annotation, Annotations, BoxError, Direction, ErrorData, FeatureKind, JsonObject, ListFilter,
+    ListOrigins, McpRequest, McpResponse, Method, Origin, RequestContext, RequestId, RetryAfter,
+    SessionInfo, Target, codes, error, not_found,
 };
 pub use trace::TraceContext;

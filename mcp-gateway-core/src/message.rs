@@ -536,6 +536,29 @@ impl Target {
 #[derive(Debug, Clone, Default)]
 pub struct ListOrigins(pub Arc<Vec<Target>>);
 
+/// Which entries of a merged list one caller may see: given the list's kind and the origins
+/// of all its entries, one `bool` per entry.
+pub type ListFilterFn = dyn Fn(FeatureKind, &[Target]) -> Vec<bool> + Send + Sync;
+
+/// Put in a `*/list` request's `ctx.extensions` by a layer that hides entries (the policy):
+/// dispatch asks it which entries of the merged list this caller may see, copies only those and
+/// fills each page with visible entries. It only saves copying entries nobody will see: the layer
+/// must still filter the answer it gets back (another inner service may ignore this).
+#[derive(Clone)]
+pub struct ListFilter(pub Arc<ListFilterFn>);
+
+impl std::fmt::Debug for ListFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListFilter")
+    }
+}
+
+/// Put on a response's extensions by a layer that refuses a request for now (a rate limit): how
+/// long the client should wait. The HTTP adapter sends it as `Retry-After` (whole seconds,
+/// rounded up) when the answer is a plain JSON response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub Duration);
+
 // === Annotations ===
 
 /// Decisions and findings that layers record on a message, shared by every clone of the context

@@ -798,7 +798,11 @@ pub(crate) fn compile(
     for (i, o) in doc.overrides.iter().enumerate() {
         let at = |f: &str| vec![k("overrides"), Seg::Idx(i), k(f)];
         let key = (o.server.clone(), o.tool.clone());
-        if engine.overrides.contains_key(&key) {
+        if engine
+            .overrides
+            .get(&o.server)
+            .is_some_and(|t| t.contains_key(&o.tool))
+        {
             pr.add(
                 &at("tool"),
                 format!(
@@ -835,8 +839,8 @@ pub(crate) fn compile(
                 ),
             }
         }
-        engine.overrides.insert(
-            key,
+        engine.overrides.entry(key.0).or_default().insert(
+            key.1,
             Override {
                 rename: o.rename.clone(),
                 description: o.description.clone(),

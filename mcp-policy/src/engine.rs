@@ -178,7 +178,8 @@ pub struct Engine {
     pub(crate) wildcard_rules: Vec<u32>,
     pub(crate) glob_rules: Vec<(Glob, u32)>,
     pub(crate) limits: Vec<Limit>,
-    pub(crate) overrides: HashMap<(String, String), Override>,
+    /// server -> tool -> override.
+    pub(crate) overrides: HashMap<String, HashMap<String, Override>>,
     pub(crate) renamed_from: HashMap<String, (String, String)>,
     pub(crate) pinning: PinMode,
     pub(crate) threats: ThreatConfig,
@@ -289,7 +290,7 @@ impl Engine {
         }
     }
 
-    fn subject_matches(r: &Rule, c: &Caller<'_>) -> bool {
+    pub(crate) fn subject_matches(r: &Rule, c: &Caller<'_>) -> bool {
         let id = c.identity;
         if !r.teams.is_empty() && !id.is_some_and(|i| r.teams.iter().any(|t| i.in_team(t))) {
             return false;
@@ -318,24 +319,24 @@ impl Engine {
         true
     }
 
-    fn for_each_rule(&self, server: &str, mut f: impl FnMut(usize, &Rule) -> bool) {
-        if let Some(list) = self.rules_by_server.get(server) {
-            for &i in list {
-                if !f(i as usize, &self.rules[i as usize]) {
-                    return;
-                }
-            }
-        }
-        for &i in &self.wildcard_rules {
-            if !f(i as usize, &self.rules[i as usize]) {
-                return;
-            }
-        }
-        for (g, i) in &self.glob_rules {
-            if g.matches(server) && !f(*i as usize, &self.rules[*i as usize]) {
-                return;
-            }
-        }
+    /// Indices of the rules that may apply to `server`, in precedence order: the server's own,
+    /// then gateway-wide ones, then those whose server glob matches.
+    pub(crate) fn rules_for<'a>(
+        &'a self,
+        server: &'a str,
+    ) -> impl Iterator<Item = usize> + Clone + 'a {
+        self.rules_by_server
+            .get(server)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .chain(&self.wildcard_rules)
+            .map(|&i| i as usize)
+            .chain(
+                self.glob_rules
+                    .iter()
+                    .filter(move |(g, _)| g.matches(server))
+                    .map(|(_, i)| *i as usize),
+            )
     }
 
     /// Which rules' subject selectors match a caller (index = rule), computed once per list so
@@ -361,7 +362,11 @@ impl Engine {
         name: &str,
         args: Option<&JsonObject>,
     ) -> Decision {
-        self.decide_inner(Some(mask), caller, method, kind, server, name, args)
+        let bit = 1u8 << kind_index(kind);
+        let rules = self
+            .rules_for(server)
+            .filter(|&i| self.rules[i].kinds & bit != 0 && mask.0.get(i).copied().unwrap_or(false));
+        self.decide_among(rules, caller, method, kind, server, name, args)
     }
 
     /// Decides whether a caller may see (`args = None`, a list) or call (`args = Some`) a feature.
@@ -377,13 +382,22 @@ impl Engine {
         name: &str,
         args: Option<&JsonObject>,
     ) -> Decision {
-        self.decide_inner(None, caller, method, kind, server, name, args)
+        let bit = 1u8 << kind_index(kind);
+        let rules = self.rules_for(server).filter(|&i| {
+            let r = &self.rules[i];
+            r.kinds & bit != 0 && Self::subject_matches(r, caller)
+        });
+        self.decide_among(rules, caller, method, kind, server, name, args)
     }
 
+    /// The decision among `rules` (indices, in precedence order), whose kind and subject
+    /// selectors already match: features and conditions are checked here. Deny rules are
+    /// checked first (any of them wins); then allow rules until the first one that holds, which
+    /// is the one reported.
     #[allow(clippy::too_many_arguments)]
-    fn decide_inner(
+    pub(crate) fn decide_among(
         &self,
-        mask: Option<&SubjectMask>,
+        rules: impl Iterator<Item = usize> + Clone,
         caller: &Caller<'_>,
         method: &Method,
         kind: FeatureKind,
@@ -391,7 +405,6 @@ impl Engine {
         name: &str,
         args: Option<&JsonObject>,
     ) -> Decision {
-        let bit = 1u8 << kind_index(kind);
         let is_call = args.is_some();
         let env = Env {
             identity: caller.identity,
@@ -404,78 +417,58 @@ impl Engine {
             method: method.as_str(),
             args,
         };
-        let mut allow: Option<Arc<str>> = None;
-        let mut deny: Option<Arc<str>> = None;
+        let applies =
+            |r: &Rule| r.features.is_empty() || r.features.iter().any(|g| g.matches(name));
+        // Whether a rule's condition holds: `None` when it reads arguments on a list (decided on
+        // the call). An evaluation error counts against the caller.
+        let holds = |r: &Rule| -> Option<bool> {
+            match &r.when {
+                None => Some(true),
+                Some(e) if e.uses_args() && !is_call => None,
+                Some(e) => Some(e.eval(&env).unwrap_or(r.effect == Effect::Deny)),
+            }
+        };
+        let uses_args = |r: &Rule| r.when.as_ref().is_some_and(Expr::uses_args);
+        let mut args_deny: Option<&Arc<str>> = None;
+        for i in rules.clone() {
+            let r = &self.rules[i];
+            if r.effect != Effect::Deny || !applies(r) {
+                continue;
+            }
+            match holds(r) {
+                Some(true) if uses_args(r) => args_deny = args_deny.or(Some(&r.name)),
+                Some(true) => return Decision::Hide(Some(r.name.clone())),
+                // A deny on arguments does not hide the feature from lists.
+                None | Some(false) => {}
+            }
+        }
         // Whether the feature would be listed (allowed ignoring argument conditions).
-        let mut listed_by: Option<Arc<str>> = None;
-        let mut args_deny: Option<Arc<str>> = None;
-        self.for_each_rule(server, |i, r| {
-            if r.kinds & bit == 0 {
-                return true;
+        let mut listed_by: Option<&Arc<str>> = None;
+        for i in rules {
+            let r = &self.rules[i];
+            if r.effect != Effect::Allow || !applies(r) {
+                continue;
             }
-            let subject = match mask {
-                Some(m) => m.0.get(i).copied().unwrap_or(false),
-                None => Self::subject_matches(r, caller),
-            };
-            if !subject || (!r.features.is_empty() && !r.features.iter().any(|g| g.matches(name))) {
-                return true;
-            }
-            let holds = |e: &Expr| -> Option<bool> {
-                if e.uses_args() && !is_call {
-                    None
-                } else {
-                    Some(e.eval(&env).unwrap_or(r.effect == Effect::Deny))
+            match holds(r) {
+                Some(true) => {
+                    if !is_call {
+                        return Decision::Allow(listed_by.unwrap_or(&r.name).clone());
+                    }
+                    return match args_deny {
+                        None => Decision::Allow(r.name.clone()),
+                        Some(d) => Decision::Refuse(d.clone()),
+                    };
                 }
-            };
-            match r.effect {
-                Effect::Deny => match r.when.as_ref().map(holds) {
-                    None | Some(Some(true)) => {
-                        if r.when.as_ref().is_some_and(Expr::uses_args) {
-                            args_deny = Some(r.name.clone());
-                        } else {
-                            deny = Some(r.name.clone());
-                            return false;
-                        }
-                    }
-                    Some(_) => {}
-                },
-                Effect::Allow => match r.when.as_ref().map(holds) {
-                    None | Some(Some(true)) => {
-                        if allow.is_none() {
-                            allow = Some(r.name.clone());
-                        }
-                        if listed_by.is_none() {
-                            listed_by = Some(r.name.clone());
-                        }
-                    }
-                    Some(None) => {
-                        if listed_by.is_none() {
-                            listed_by = Some(r.name.clone());
-                        }
-                    }
-                    Some(Some(false)) => {
-                        if r.when.as_ref().is_some_and(Expr::uses_args) && listed_by.is_none() {
-                            listed_by = Some(r.name.clone());
-                        }
-                    }
-                },
+                None => listed_by = listed_by.or(Some(&r.name)),
+                Some(false) if uses_args(r) => listed_by = listed_by.or(Some(&r.name)),
+                Some(false) => {}
             }
-            true
-        });
-        if let Some(d) = deny {
-            return Decision::Hide(Some(d));
         }
-        if !is_call {
-            return match listed_by {
-                Some(r) => Decision::Allow(r),
-                None => Decision::Hide(None),
-            };
-        }
-        match (allow, args_deny, listed_by) {
-            (Some(a), None, _) => Decision::Allow(a),
-            (_, Some(d), Some(_)) => Decision::Refuse(d),
-            (None, None, Some(l)) => Decision::Refuse(l),
-            (_, _, None) => Decision::Hide(None),
+        match (is_call, listed_by, args_deny) {
+            (false, Some(l), _) => Decision::Allow(l.clone()),
+            (true, Some(_), Some(d)) => Decision::Refuse(d.clone()),
+            (true, Some(l), None) => Decision::Refuse(l.clone()),
+            (_, None, _) => Decision::Hide(None),
         }
     }
 
@@ -484,7 +477,7 @@ impl Engine {
         if self.overrides.is_empty() {
             return None;
         }
-        self.overrides.get(&(server.to_string(), tool.to_string()))
+        self.overrides.get(server)?.get(tool)
     }
 
     /// Applies metadata filtering and the tool's override to a list entry (in place).
@@ -553,14 +546,21 @@ impl Engine {
 
     /// Whether any override renames tools (the names layer is then needed).
     pub fn has_renames(&self) -> bool {
-        self.overrides.values().any(|o| o.rename.is_some())
+        self.overrides
+            .values()
+            .flat_map(HashMap::values)
+            .any(|o| o.rename.is_some())
     }
 
     /// Renames: (server, tool) -> new name.
     pub fn renames(&self) -> BTreeMap<(String, String), String> {
         self.overrides
             .iter()
-            .filter_map(|(k, o)| Some((k.clone(), o.rename.clone()?)))
+            .flat_map(|(server, tools)| {
+                tools.iter().filter_map(move |(tool, o)| {
+                    Some(((server.clone(), tool.clone()), o.rename.clone()?))
+                })
+            })
             .collect()
     }
 }

@@ -2,29 +2,35 @@
 //! (before it, only needed when overrides rename tools).
 
 use std::{
+    borrow::Cow,
+    collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use mcp_gateway_core::{
-    Annotation, Annotations, BoxError, FeatureKind, Identity, ListOrigins, McpRequest, McpResponse,
-    Method, Origin, SessionInfo, Target, codes, error, identity::AuthMethod, message::not_found,
+    Annotation, Annotations, BoxError, FeatureKind, Identity, ListFilter, ListOrigins, McpRequest,
+    McpResponse, Method, Origin, SessionInfo, Target, codes, error, identity::AuthMethod,
+    message::not_found,
 };
 use pin_project_lite::pin_project;
 use serde_json::{Value, json};
 use tower::{Layer, Service};
 
 use crate::{
-    engine::{Caller, Decision, Engine, LimitKey, Provisioned},
-    state::{PolicyHandle, Shared},
+    engine::{Caller, Decision, Engine, LimitKey, Mode, Provisioned, kind_index},
+    state::{Kills, PairSet, PolicyHandle, Shared},
 };
 
-/// `Retry-After` for the HTTP adapter: put on a rate-limited response's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfter(pub Duration);
+/// `Retry-After` for the HTTP adapter: put on a rate-limited response's extensions (core's type,
+/// which the Streamable HTTP adapter sends as the `Retry-After` header).
+pub use mcp_gateway_core::RetryAfter;
 
 /// Put in `ctx.extensions` by [`ExposedNames`] when the client called a renamed tool: the name
 /// the client used.
@@ -136,7 +142,7 @@ impl<S> Policy<S> {
 
 enum Pre {
     Answer(McpResponse),
-    Forward(Option<Box<ListPost>>),
+    Forward(Option<Arc<ListPost>>),
 }
 
 /// The list filtering a [`ResponseFuture`] applies on the way out (opaque).
@@ -148,6 +154,8 @@ pub struct ListPost {
     origin: Arc<Origin>,
     method: Method,
     annotations: Annotations,
+    /// Entries the inner service left out because our [`ListFilter`] hid them.
+    hidden_inside: AtomicUsize,
 }
 
 impl Shared {
@@ -175,7 +183,7 @@ impl Shared {
             }
             if req.method == Method::ToolsCall
                 && let Some(n) = &t.name
-                && kills.tools.contains(&(t.server.to_string(), n.clone()))
+                && kills.tools.contains(&t.server, n)
             {
                 return Some((
                     format!("tool `{n}` of server `{}` is disabled", t.server),
@@ -209,29 +217,29 @@ impl Shared {
                 continue;
             }
             let id = req.ctx.identity.as_deref();
-            let key = match l.key {
-                LimitKey::Identity => {
-                    id.map_or_else(|| "\u{0}anonymous".to_string(), |i| i.subject.to_string())
-                }
+            let key: Cow<'_, str> = match l.key {
+                LimitKey::Identity => id.map_or(Cow::Borrowed("\u{0}anonymous"), |i| {
+                    Cow::Borrowed(&*i.subject)
+                }),
                 LimitKey::ApiKey => match id {
                     Some(i) if i.auth_method == AuthMethod::ApiKey => {
-                        i.token_id.clone().unwrap_or_else(|| i.subject.to_string())
+                        Cow::Borrowed(i.token_id.as_deref().unwrap_or(&*i.subject))
                     }
                     _ => continue,
                 },
                 LimitKey::Origin => {
                     let o = &req.ctx.origin;
                     match (o.remote_addr, &o.origin) {
-                        (Some(a), _) => a.ip().to_string(),
-                        (None, Some(h)) => h.clone(),
-                        (None, None) => "unknown".into(),
+                        (Some(a), _) => Cow::Owned(a.ip().to_string()),
+                        (None, Some(h)) => Cow::Borrowed(h.as_str()),
+                        (None, None) => Cow::Borrowed("unknown"),
                     }
                 }
                 LimitKey::Tool => match target.and_then(|t| t.name.as_deref().map(|n| (t, n))) {
-                    Some((t, n)) => format!("{}\u{0}{n}", t.server),
+                    Some((t, n)) => Cow::Owned(format!("{}\u{0}{n}", t.server)),
                     None => continue,
                 },
-                LimitKey::Global => String::new(),
+                LimitKey::Global => Cow::Borrowed(""),
             };
             if let Err(wait) = l.gcra.check(&key, now) {
                 let ms = wait.as_millis().max(1) as u64;
@@ -254,7 +262,6 @@ impl Shared {
     }
 
     fn pre(self: &Arc<Self>, req: &mut McpRequest) -> Pre {
-        let engine = self.engine.load_full();
         if let Some((why, scope)) = self.kill_check(req) {
             note(
                 &req.ctx.annotations,
@@ -272,11 +279,12 @@ impl Shared {
             )));
         }
         if req.method.is_list() {
+            let engine = self.engine.load_full();
             if let Some(r) = self.rate_check(&engine, req) {
                 return Pre::Answer(r);
             }
             let ctx = &req.ctx;
-            return Pre::Forward(Some(Box::new(ListPost {
+            let post = Arc::new(ListPost {
                 shared: self.clone(),
                 engine,
                 identity: ctx.identity.clone(),
@@ -284,8 +292,22 @@ impl Shared {
                 origin: ctx.origin.clone(),
                 method: req.method.clone(),
                 annotations: ctx.annotations.clone(),
-            })));
+                hidden_inside: AtomicUsize::new(0),
+            });
+            // Lets dispatch copy only what this caller may see; the answer is filtered anyway.
+            let filter = post.clone();
+            req.ctx.extensions.insert(ListFilter(Arc::new(
+                move |kind: FeatureKind, origins: &[Target]| {
+                    let mut lister = filter.lister(kind);
+                    let visible: Vec<bool> = origins.iter().map(|o| lister.visible(o)).collect();
+                    let hidden = visible.iter().filter(|v| !**v).count();
+                    filter.hidden_inside.store(hidden, Ordering::Relaxed);
+                    visible
+                },
+            )));
+            return Pre::Forward(Some(post));
         }
+        let engine = self.engine.load();
         let named = matches!(
             req.method,
             Method::ToolsCall
@@ -328,22 +350,9 @@ impl Shared {
         kind: FeatureKind,
         completion: bool,
     ) -> Option<McpResponse> {
-        let shown = req
-            .ctx
-            .extensions
-            .get::<ClientToolName>()
-            .map(|c| c.0.clone())
-            .or_else(|| req.ctx.target.as_ref().and_then(|t| t.exposed_name.clone()))
-            .or_else(|| {
-                if kind == FeatureKind::Tool || kind == FeatureKind::Prompt {
-                    req.name().map(str::to_string)
-                } else {
-                    req.uri().map(str::to_string)
-                }
-            })
-            .unwrap_or_default();
         if req.ctx.target.is_none() && kind == FeatureKind::Tool {
             // The route layer could not resolve the name: it may be one of our renames.
+            let shown = shown_name(req, kind);
             if let Some((server, original)) = engine.renamed_from(&shown) {
                 req.ctx.target = Some(Target {
                     server: server.as_str().into(),
@@ -353,52 +362,82 @@ impl Shared {
                 });
                 req.params
                     .insert("name".into(), Value::String(original.clone()));
-                req.ctx.extensions.insert(ClientToolName(shown.clone()));
+                req.ctx.extensions.insert(ClientToolName(shown));
             }
         }
-        let Some(target) = req.ctx.target.clone() else {
-            note(
-                &req.ctx.annotations,
-                "policy:no_target",
-                "hide",
-                "no route target; failing closed",
-            );
-            return Some(missing(req, kind, &shown));
-        };
-        let name = target.name.as_deref().unwrap_or(shown.as_str());
-        let server = &*target.server;
-        let hide = |req: &McpRequest, rule: &str, reason: &str| {
-            note(&req.ctx.annotations, rule, "hide", reason);
-            if completion {
-                return Some(req.error(error(
-                    codes::INVALID_PARAMS,
-                    "Unknown completion reference",
-                    None,
-                )));
+        match self.judge_call(engine, req, kind) {
+            CallOutcome::Allow { rule, rewrite_args } => {
+                note(
+                    &req.ctx.annotations,
+                    format!("scope:{rule}"),
+                    "allow",
+                    "allowed by rule",
+                );
+                if rewrite_args {
+                    override_args(engine, req);
+                }
+                None
             }
-            Some(missing(req, kind, &shown))
+            CallOutcome::Hide { rule, reason } => {
+                note(&req.ctx.annotations, rule, "hide", reason);
+                if completion {
+                    return Some(req.error(error(
+                        codes::INVALID_PARAMS,
+                        "Unknown completion reference",
+                        None,
+                    )));
+                }
+                Some(missing(req, kind, &shown_name(req, kind)))
+            }
+            CallOutcome::Refuse(rule) => {
+                note(
+                    &req.ctx.annotations,
+                    format!("scope:{rule}"),
+                    "deny",
+                    "condition on arguments failed",
+                );
+                Some(req.error(error(
+                    codes::POLICY_DENIED,
+                    format!("Policy denied this call of `{}`", shown_name(req, kind)),
+                    Some(json!({"rule": &*rule})),
+                )))
+            }
+        }
+    }
+
+    /// The decision for a named feature, without touching the request.
+    fn judge_call(&self, engine: &Engine, req: &McpRequest, kind: FeatureKind) -> CallOutcome {
+        let hide = |rule: &'static str, reason: &'static str| CallOutcome::Hide {
+            rule: Cow::Borrowed(rule),
+            reason,
         };
-        let approved = || self.is_approved(kind, server, name);
-        match engine.provisioned(
-            kind,
-            server,
-            name,
-            engine.mode(kind, server) == crate::engine::Mode::AllowSelected && approved(),
-        ) {
+        let Some(target) = req.ctx.target.as_ref() else {
+            return hide("policy:no_target", "no route target; failing closed");
+        };
+        let name: Cow<'_, str> = match target.name.as_deref() {
+            Some(n) => Cow::Borrowed(n),
+            None => Cow::Owned(shown_name(req, kind)),
+        };
+        let name = &*name;
+        let server = &*target.server;
+        let mode = engine.mode(kind, server);
+        let approved = mode == Mode::AllowSelected && self.is_approved(kind, server, name);
+        let provisioned = match mode {
+            Mode::AllowAll => Provisioned::Yes,
+            _ => engine.provisioned(kind, server, name, approved),
+        };
+        match provisioned {
             Provisioned::Yes => {}
             Provisioned::Pending => {
                 self.pending(kind, server, name);
-                return hide(req, "provisioning:pending", "feature waits for approval");
+                return hide("provisioning:pending", "feature waits for approval");
             }
-            Provisioned::No => {
-                return hide(req, "provisioning:blocked", "feature is not provisioned");
-            }
+            Provisioned::No => return hide("provisioning:blocked", "feature is not provisioned"),
         }
         if kind == FeatureKind::Tool {
             let withheld = self.withheld.load();
-            if !withheld.is_empty() && withheld.contains(&(server.to_string(), name.to_string())) {
+            if !withheld.is_empty() && withheld.contains(server, name) {
                 return hide(
-                    req,
                     "integrity:withheld",
                     "tool changed since approval or failed threat checks",
                 );
@@ -418,62 +457,239 @@ impl Shared {
         };
         match engine.decide(&caller, &req.method, kind, server, name, Some(args)) {
             Decision::Allow(rule) => {
-                note(
-                    &req.ctx.annotations,
-                    format!("scope:{rule}"),
-                    "allow",
-                    "allowed by rule",
-                );
+                let o = (kind == FeatureKind::Tool)
+                    .then(|| engine.override_for(server, name))
+                    .flatten();
+                if o.is_some_and(|o| o.rename.is_some())
+                    && req.ctx.extensions.get::<ClientToolName>().is_none()
+                {
+                    return hide(
+                        "override:renamed",
+                        "the tool is only exposed under its new name",
+                    );
+                }
+                CallOutcome::Allow {
+                    rule,
+                    rewrite_args: o.is_some_and(|o| !o.hide.is_empty()),
+                }
             }
-            Decision::Hide(rule) => {
-                let r = rule.map_or_else(|| "scope:none".to_string(), |r| format!("scope:{r}"));
-                return hide(req, &r, "no rule allows this caller");
+            Decision::Hide(rule) => CallOutcome::Hide {
+                rule: Cow::Owned(
+                    rule.map_or_else(|| "scope:none".to_string(), |r| format!("scope:{r}")),
+                ),
+                reason: "no rule allows this caller",
+            },
+            Decision::Refuse(rule) => CallOutcome::Refuse(rule),
+        }
+    }
+}
+
+/// What [`Shared::judge_call`] decided.
+enum CallOutcome {
+    Allow {
+        rule: Arc<str>,
+        /// The tool's override hides or pins arguments.
+        rewrite_args: bool,
+    },
+    Hide {
+        rule: Cow<'static, str>,
+        reason: &'static str,
+    },
+    Refuse(Arc<str>),
+}
+
+/// The name the client used for the feature (for answers that must read like its own request).
+fn shown_name(req: &McpRequest, kind: FeatureKind) -> String {
+    if let Some(c) = req.ctx.extensions.get::<ClientToolName>() {
+        return c.0.clone();
+    }
+    if let Some(n) = req
+        .ctx
+        .target
+        .as_ref()
+        .and_then(|t| t.exposed_name.as_ref())
+    {
+        return n.clone();
+    }
+    let own = if kind == FeatureKind::Tool || kind == FeatureKind::Prompt {
+        req.name()
+    } else {
+        req.uri()
+    };
+    own.unwrap_or_default().to_string()
+}
+
+/// Removes hidden arguments and sets pinned ones, as the tool's override says.
+fn override_args(engine: &Engine, req: &mut McpRequest) {
+    let Some(t) = req.ctx.target.as_ref() else {
+        return;
+    };
+    let Some(o) = t
+        .name
+        .as_deref()
+        .and_then(|n| engine.override_for(&t.server, n))
+    else {
+        return;
+    };
+    let args = req
+        .params
+        .entry("arguments")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(args) = args.as_object_mut() {
+        for h in &o.hide {
+            args.remove(h);
+        }
+        for (k, v) in &o.pin {
+            args.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Per-server facts for one caller, computed once per list.
+struct ServerView {
+    mode: Mode,
+    killed: bool,
+    /// Rules that may apply here whose kind and subject selectors match the caller.
+    rules: Vec<u32>,
+}
+
+/// Decides the visibility of list entries for one caller: kill switches, provisioning, pins and
+/// rules, with the per-server and per-rule work done once per list, not once per entry.
+struct Lister<'a> {
+    shared: &'a Shared,
+    engine: &'a Engine,
+    caller: Caller<'a>,
+    method: &'a Method,
+    kind: FeatureKind,
+    kills: arc_swap::Guard<Arc<Kills>>,
+    withheld: arc_swap::Guard<Arc<PairSet>>,
+    /// Whether each rule's subject selectors match the caller: 0 not yet known, 1 yes, 2 no.
+    subject: Vec<u8>,
+    views: Vec<ServerView>,
+    by_server: HashMap<Arc<str>, usize>,
+    last: Option<(Arc<str>, usize)>,
+}
+
+impl Lister<'_> {
+    fn view(&mut self, server: &Arc<str>) -> usize {
+        if let Some((s, i)) = &self.last
+            && s == server
+        {
+            return *i;
+        }
+        let i = match self.by_server.get(&**server) {
+            Some(i) => *i,
+            None => {
+                let view = self.make_view(server);
+                self.views.push(view);
+                let i = self.views.len() - 1;
+                self.by_server.insert(server.clone(), i);
+                i
             }
-            Decision::Refuse(rule) => {
-                note(
-                    &req.ctx.annotations,
-                    format!("scope:{rule}"),
-                    "deny",
-                    "condition on arguments failed",
-                );
-                return Some(req.error(error(
-                    codes::POLICY_DENIED,
-                    format!("Policy denied this call of `{shown}`"),
-                    Some(json!({"rule": &*rule})),
-                )));
+        };
+        self.last = Some((server.clone(), i));
+        i
+    }
+
+    fn make_view(&mut self, server: &str) -> ServerView {
+        let engine = self.engine;
+        let bit = 1u8 << kind_index(self.kind);
+        let mut rules = Vec::new();
+        for i in engine.rules_for(server) {
+            let r = &engine.rules[i];
+            if r.kinds & bit == 0 {
+                continue;
+            }
+            let known = self.subject.get(i).copied().unwrap_or(2);
+            let matches = if known == 0 {
+                let m = Engine::subject_matches(r, &self.caller);
+                if let Some(slot) = self.subject.get_mut(i) {
+                    *slot = if m { 1 } else { 2 };
+                }
+                m
+            } else {
+                known == 1
+            };
+            if matches {
+                rules.push(i as u32);
             }
         }
-        if kind == FeatureKind::Tool
-            && let Some(o) = engine.override_for(server, name)
-        {
-            if o.rename.is_some() && req.ctx.extensions.get::<ClientToolName>().is_none() {
-                return hide(
-                    req,
-                    "override:renamed",
-                    "the tool is only exposed under its new name",
-                );
-            }
-            if !o.hide.is_empty() {
-                let args = req
-                    .params
-                    .entry("arguments")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if let Some(args) = args.as_object_mut() {
-                    for h in &o.hide {
-                        args.remove(h);
+        ServerView {
+            mode: engine.mode(self.kind, server),
+            killed: self.kills.any && self.kills.servers.contains(server),
+            rules,
+        }
+    }
+
+    /// Whether the caller may see this entry (pins as last observed).
+    fn visible(&mut self, o: &Target) -> bool {
+        let v = self.view(&o.server);
+        let view = &self.views[v];
+        if view.killed {
+            return false;
+        }
+        let (server, name) = (&*o.server, o.name.as_deref().unwrap_or(""));
+        let tool = self.kind == FeatureKind::Tool;
+        if tool && self.kills.any && self.kills.tools.contains(server, name) {
+            return false;
+        }
+        match view.mode {
+            Mode::AllowAll => {}
+            Mode::BlockAll => return false,
+            Mode::AllowSelected => {
+                let approved = self.shared.is_approved(self.kind, server, name);
+                match self.engine.provisioned(self.kind, server, name, approved) {
+                    Provisioned::Yes => {}
+                    Provisioned::Pending => {
+                        self.shared.pending(self.kind, server, name);
+                        return false;
                     }
-                    for (k, v) in &o.pin {
-                        args.insert(k.clone(), v.clone());
-                    }
+                    Provisioned::No => return false,
                 }
             }
         }
-        None
+        if tool && !self.withheld.is_empty() && self.withheld.contains(server, name) {
+            return false;
+        }
+        matches!(
+            self.engine.decide_among(
+                view.rules.iter().map(|&i| i as usize),
+                &self.caller,
+                self.method,
+                self.kind,
+                server,
+                name,
+                None,
+            ),
+            Decision::Allow(_)
+        )
     }
 }
 
 impl ListPost {
-    fn apply(self, resp: &mut McpResponse) {
+    fn lister(&self, kind: FeatureKind) -> Lister<'_> {
+        let shared = &*self.shared;
+        Lister {
+            shared,
+            engine: &self.engine,
+            caller: Caller {
+                identity: self.identity.as_deref(),
+                session: Some(&self.session),
+                origin: Some(&self.origin),
+                now_unix: now_unix(),
+            },
+            method: &self.method,
+            kind,
+            kills: shared.kills.load(),
+            withheld: shared.withheld.load(),
+            subject: vec![0; self.engine.rules.len()],
+            views: Vec::new(),
+            by_server: HashMap::new(),
+            last: None,
+        }
+    }
+
+    fn apply(&self, resp: &mut McpResponse) {
         let Ok(body) = &mut resp.body else {
             return;
         };
@@ -508,61 +724,44 @@ impl ListPost {
         };
         let engine = &*self.engine;
         let shared = &*self.shared;
-        if kind == FeatureKind::Tool {
-            shared.observe_tools(engine, &origins, items);
-        }
-        let caller = Caller {
-            identity: self.identity.as_deref(),
-            session: Some(&self.session),
-            origin: Some(&self.origin),
-            now_unix: now_unix(),
+        let mut visible: Vec<bool> = {
+            let mut lister = self.lister(kind);
+            origins.iter().map(|o| lister.visible(o)).collect()
         };
-        let kills = shared.kills.load();
-        let withheld = shared.withheld.load();
-        let mask = engine.subject_mask(&caller);
-        let mut keep = Vec::with_capacity(items.len());
-        let mut kept_origins = Vec::with_capacity(items.len());
+        if kind == FeatureKind::Tool {
+            // Pins and threat checks of what this caller is about to see; a definition that
+            // changed since it was last seen may be withheld now.
+            shared.observe_tools(
+                engine,
+                origins
+                    .iter()
+                    .zip(items.iter())
+                    .zip(&visible)
+                    .filter(|(_, v)| **v)
+                    .map(|(p, _)| p),
+            );
+            let withheld = shared.withheld.load();
+            if !withheld.is_empty() {
+                for (v, o) in visible.iter_mut().zip(origins.iter()) {
+                    if *v && withheld.contains(&o.server, o.name.as_deref().unwrap_or("")) {
+                        *v = false;
+                    }
+                }
+            }
+        }
+        let shown = visible.iter().filter(|v| **v).count();
+        let hidden = items.len() - shown + self.hidden_inside.load(Ordering::Relaxed);
+        let mut keep = Vec::with_capacity(shown);
+        let mut kept_origins = Vec::with_capacity(shown);
         let mut renames = Vec::new();
-        let mut hidden = 0usize;
-        for (item, o) in std::mem::take(items).into_iter().zip(origins.iter()) {
+        for ((mut item, o), _) in std::mem::take(items)
+            .into_iter()
+            .zip(origins.iter())
+            .zip(&visible)
+            .filter(|(_, v)| **v)
+        {
             let server = &*o.server;
             let name = o.name.as_deref().unwrap_or("");
-            let visible = (|| {
-                if kills.any
-                    && (kills.servers.contains(server)
-                        || (kind == FeatureKind::Tool
-                            && kills
-                                .tools
-                                .contains(&(server.to_string(), name.to_string()))))
-                {
-                    return false;
-                }
-                let approved = engine.mode(kind, server) == crate::engine::Mode::AllowSelected
-                    && shared.is_approved(kind, server, name);
-                match engine.provisioned(kind, server, name, approved) {
-                    Provisioned::Yes => {}
-                    Provisioned::Pending => {
-                        shared.pending(kind, server, name);
-                        return false;
-                    }
-                    Provisioned::No => return false,
-                }
-                if kind == FeatureKind::Tool
-                    && !withheld.is_empty()
-                    && withheld.contains(&(server.to_string(), name.to_string()))
-                {
-                    return false;
-                }
-                matches!(
-                    engine.decide_masked(&mask, &caller, &self.method, kind, server, name, None),
-                    Decision::Allow(_)
-                )
-            })();
-            if !visible {
-                hidden += 1;
-                continue;
-            }
-            let mut item = item;
             if kind == FeatureKind::Tool
                 && let Some(r) = engine
                     .override_for(server, name)
@@ -580,6 +779,7 @@ impl ListPost {
             let mut o = o.clone();
             if let Some(n) = item.get("name").and_then(Value::as_str)
                 && (kind == FeatureKind::Tool || kind == FeatureKind::Prompt)
+                && o.exposed_name.as_deref() != Some(n)
             {
                 o.exposed_name = Some(n.to_string());
             }
@@ -635,7 +835,7 @@ pin_project! {
         Inner {
             #[pin]
             fut: F,
-            post: Option<Box<ListPost>>,
+            post: Option<Arc<ListPost>>,
         },
         /// Answered by the policy itself.
         Ready {

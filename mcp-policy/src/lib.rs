@@ -76,4 +76,6 @@ pub use config::{Config, Document, LoadError};
 pub use engine::Engine;
 pub use layer::{ExposedNames, ExposedNamesLayer, Policy, PolicyLayer, ResponseFuture, RetryAfter};
 pub use pin::{ApprovalStore, FileStore, MemoryStore};
-pub use state::{AdminError, KillTarget, PolicyEvent, PolicyHandle, WithheldTool};
+pub use state::{
+    AdminError, KillTarget, PolicyEvent, PolicyHandle, RECENT_EVENTS, RecordedEvent, WithheldTool,
+};

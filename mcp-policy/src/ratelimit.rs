@@ -47,12 +47,18 @@ impl Gcra {
             // than let everything through.
             return Err(self.emission);
         };
-        let tat = map.get(key).copied().unwrap_or(now).max(now);
+        let known = map.get_mut(key);
+        let tat = known.as_deref().copied().unwrap_or(now).max(now);
         let allow_at = tat.checked_sub(self.tolerance).unwrap_or(now);
         if allow_at > now {
             return Err(allow_at - now);
         }
-        if map.len() >= MAX_KEYS_PER_SHARD && !map.contains_key(key) {
+        if let Some(t) = known {
+            // A known key: update in place, no allocation.
+            *t = tat + self.emission;
+            return Ok(());
+        }
+        if map.len() >= MAX_KEYS_PER_SHARD {
             // Drop keys whose bucket is full again: they carry no state.
             map.retain(|_, t| *t > now);
         }

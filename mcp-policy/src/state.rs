@@ -2,7 +2,7 @@
 //! approvals, observed tool definitions (pins, threat verdicts), reload and events.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
     time::SystemTime,
@@ -10,7 +10,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 use mcp_gateway_core::{
-    EventBus, FeatureKind, GatewayEvent, ServerMessage, Target, message::unix_millis,
+    EventBus, FeatureKind, GatewayEvent, ServerMessage, Target, catalog::Catalog,
+    message::unix_millis,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -53,6 +54,24 @@ pub enum KillTarget {
     },
 }
 
+/// A set of (server, name) pairs, looked up by `&str`s without allocating.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PairSet(HashMap<String, HashSet<String>>);
+
+impl PairSet {
+    pub(crate) fn contains(&self, server: &str, name: &str) -> bool {
+        self.0.get(server).is_some_and(|n| n.contains(name))
+    }
+
+    pub(crate) fn insert(&mut self, server: String, name: String) {
+        self.0.entry(server).or_default().insert(name);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The active kill switches.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Kills {
@@ -61,7 +80,7 @@ pub(crate) struct Kills {
     pub(crate) clients: HashSet<String>,
     pub(crate) identities: HashSet<String>,
     pub(crate) servers: HashSet<String>,
-    pub(crate) tools: HashSet<(String, String)>,
+    pub(crate) tools: PairSet,
 }
 
 impl Kills {
@@ -80,7 +99,7 @@ impl Kills {
                     k.servers.insert(server.clone());
                 }
                 KillTarget::Tool { server, tool } => {
-                    k.tools.insert((server.clone(), tool.clone()));
+                    k.tools.insert(server.clone(), tool.clone());
                 }
             }
         }
@@ -193,12 +212,27 @@ pub(crate) struct Shared {
     store: Arc<dyn ApprovalStore>,
     pub(crate) book: Mutex<ToolBook>,
     /// (server, tool) of tools not to serve; read lock-free on every call.
-    pub(crate) withheld: ArcSwap<HashSet<(String, String)>>,
+    pub(crate) withheld: ArcSwap<PairSet>,
     /// Renamed name -> the exposed name the route layer knows.
     pub(crate) renamed: ArcSwap<HashMap<String, String>>,
     events: broadcast::Sender<PolicyEvent>,
+    /// The last [`RECENT_EVENTS`] events, for the admin endpoint.
+    recent: Mutex<VecDeque<RecordedEvent>>,
     bus: RwLock<Option<EventBus>>,
     file: Option<PathBuf>,
+}
+
+/// How many events [`PolicyHandle::recent_events`] keeps.
+pub const RECENT_EVENTS: usize = 256;
+
+/// A policy event with the time it was raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: PolicyEvent,
 }
 
 impl std::fmt::Debug for Shared {
@@ -225,9 +259,10 @@ impl Shared {
             approvals: RwLock::new(approvals),
             store,
             book: Mutex::new(ToolBook::default()),
-            withheld: ArcSwap::from_pointee(HashSet::new()),
+            withheld: ArcSwap::from_pointee(PairSet::default()),
             renamed: ArcSwap::from_pointee(HashMap::new()),
             events: broadcast::channel(256).0,
+            recent: Mutex::new(VecDeque::new()),
             bus: RwLock::new(None),
             file,
         })
@@ -235,6 +270,15 @@ impl Shared {
 
     pub(crate) fn emit(&self, e: PolicyEvent) {
         tracing::info!(target: "mcp_policy", event = ?e, "policy event");
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(RecordedEvent {
+                at_ms: now_ms(),
+                event: e.clone(),
+            });
+        }
         let _ = self.events.send(e);
     }
 
@@ -296,14 +340,19 @@ impl Shared {
         }
     }
 
-    /// Observes a tools list: pins, threat checks, verdicts. Runs the whole-set checks only when
-    /// something changed since the last list.
-    pub(crate) fn observe_tools(&self, engine: &Engine, origins: &[Target], tools: &[Value]) {
+    /// Observes tool definitions (from a list answer or the catalog): pins, threat checks,
+    /// verdicts. Judges again (the whole set: mimicry and shadowing compare across servers) only
+    /// when a definition changed since it was last seen.
+    pub(crate) fn observe_tools<'a>(
+        &self,
+        engine: &Engine,
+        entries: impl IntoIterator<Item = (&'a Target, &'a Value)>,
+    ) {
         let Ok(mut book) = self.book.lock() else {
             return;
         };
         let mut changed = false;
-        for (o, t) in origins.iter().zip(tools) {
+        for (o, t) in entries {
             let name = o.name.as_deref().unwrap_or_default();
             let key = (o.server.to_string(), name.to_string());
             if book.tools.get(&key).is_some_and(|obs| obs.def == *t) {
@@ -320,21 +369,14 @@ impl Shared {
                 },
             );
         }
-        if !changed {
-            return;
+        if changed {
+            self.judge(engine, &mut book);
         }
-        self.judge(engine, &mut book, Some(origins));
     }
 
-    /// Recomputes verdicts of the observed tools (all, or those in `origins`).
-    fn judge(&self, engine: &Engine, book: &mut ToolBook, origins: Option<&[Target]>) {
-        let keys: Vec<(String, String)> = match origins {
-            Some(o) => o
-                .iter()
-                .map(|t| (t.server.to_string(), t.name.clone().unwrap_or_default()))
-                .collect(),
-            None => book.tools.keys().cloned().collect(),
-        };
+    /// Recomputes the verdicts of every observed tool.
+    fn judge(&self, engine: &Engine, book: &mut ToolBook) {
+        let keys: Vec<(String, String)> = book.tools.keys().cloned().collect();
         let approvals = match self.approvals.read() {
             Ok(a) => a.clone(),
             Err(_) => return,
@@ -444,12 +486,10 @@ impl Shared {
             }
             self.save();
         }
-        let withheld: HashSet<(String, String)> = book
-            .tools
-            .iter()
-            .filter(|(_, o)| o.verdict != Verdict::Ok)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut withheld = PairSet::default();
+        for (k, _) in book.tools.iter().filter(|(_, o)| o.verdict != Verdict::Ok) {
+            withheld.insert(k.0.clone(), k.1.clone());
+        }
         self.withheld.store(Arc::new(withheld));
         for e in events {
             self.emit(e);
@@ -512,9 +552,10 @@ impl PolicyHandle {
                 approvals: RwLock::new(BTreeMap::new()),
                 store: Arc::new(MemoryStore::default()),
                 book: Mutex::new(ToolBook::default()),
-                withheld: ArcSwap::from_pointee(HashSet::new()),
+                withheld: ArcSwap::from_pointee(PairSet::default()),
                 renamed: ArcSwap::from_pointee(HashMap::new()),
                 events: broadcast::channel(256).0,
+                recent: Mutex::new(VecDeque::new()),
                 bus: RwLock::new(None),
                 file: None,
             }),
@@ -556,6 +597,48 @@ impl PolicyHandle {
     /// Subscribes to policy events.
     pub fn subscribe(&self) -> broadcast::Receiver<PolicyEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// The last [`RECENT_EVENTS`] events, oldest first.
+    pub fn recent_events(&self) -> Vec<RecordedEvent> {
+        self.shared
+            .recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Observes the gateway catalog's tools now and whenever `bus` says the tool list changed
+    /// (the catalog refreshes when an upstream sends `notifications/tools/list_changed`), so a
+    /// changed pinned tool is withheld, and its event raised, before any client lists it again.
+    /// Without this, definitions are observed on `tools/list` answers only. The task ends when
+    /// the bus closes. Must be called inside a tokio runtime.
+    pub fn watch_catalog(&self, catalog: Catalog, bus: &EventBus) -> tokio::task::JoinHandle<()> {
+        let mut rx = bus.subscribe();
+        let shared = self.shared.clone();
+        let observe = move |shared: &Shared| {
+            let snapshot = catalog.snapshot();
+            let tools = &snapshot.tools;
+            if !tools.items.is_empty() {
+                let engine = shared.engine.load_full();
+                shared.observe_tools(&engine, tools.origins.iter().zip(&tools.items));
+            }
+        };
+        observe(&shared);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(GatewayEvent::ListChanged(m))
+                        if m.method == "notifications/tools/list_changed" && m.server.is_none() =>
+                    {
+                        observe(&shared);
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => observe(&shared),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
     }
 
     /// The current engine.
@@ -635,7 +718,7 @@ impl PolicyHandle {
             b.announced
                 .remove(&(kind, server.to_string(), name.to_string()));
             let engine = self.shared.engine.load_full();
-            self.shared.judge(&engine, &mut b, None);
+            self.shared.judge(&engine, &mut b);
         }
         self.shared.emit(PolicyEvent::Approved {
             kind: kind.as_str().into(),
@@ -661,7 +744,7 @@ impl PolicyHandle {
         self.shared.store.save(&snapshot)?;
         if let Ok(mut b) = self.shared.book.lock() {
             let engine = self.shared.engine.load_full();
-            self.shared.judge(&engine, &mut b, None);
+            self.shared.judge(&engine, &mut b);
         }
         self.shared.list_changed(kind);
         Ok(removed)
@@ -744,7 +827,7 @@ impl PolicyHandle {
         self.shared.engine.store(Arc::new(engine));
         if let Ok(mut b) = self.shared.book.lock() {
             let engine = self.shared.engine.load_full();
-            self.shared.judge(&engine, &mut b, None);
+            self.shared.judge(&engine, &mut b);
         }
         self.shared.emit(PolicyEvent::Reloaded);
         self.shared.list_changed(FeatureKind::Tool);

@@ -13,4 +13,5 @@ mod layers_e2e;
 mod managed_e2e;
 mod multi_replica;
 mod peers;
+mod policy_e2e;
 mod sessions_and_bad_input;

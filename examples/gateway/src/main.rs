@@ -3,6 +3,7 @@
 //!
 //! The reference MCP gateway: every layer of the workspace assembled and driven by a TOML file.
 
+mod admin_cli;
 mod config;
 mod connect;
 mod stack;
@@ -59,6 +60,8 @@ enum Command {
         #[command(subcommand)]
         command: mcp_audit::cli::AuditCommand,
     },
+    /// Set, lift and list kill switches of a running gateway (through its admin endpoint).
+    KillSwitch(admin_cli::KillSwitchArgs),
     /// Create, revoke and list API keys (`[identity.api_keys]`).
     ApiKey(mcp_identity::cli::ApiKeyArgs),
     /// Manage the credential vault (`[identity.vault]`).
@@ -199,6 +202,23 @@ fn main() -> ExitCode {
                 &mut std::io::stderr().lock(),
             );
             ExitCode::from(u8::try_from(code).unwrap_or(2))
+        }
+        Command::KillSwitch(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail("kill-switch", e),
+            };
+            match runtime.block_on(admin_cli::kill_switch(
+                &args,
+                &settings,
+                &mut std::io::stdout().lock(),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail("kill-switch", e),
+            }
         }
         Command::ApiKey(args) => match mcp_identity::cli::run_api_key(
             &args,

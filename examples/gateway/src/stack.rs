@@ -84,6 +84,8 @@ pub(crate) fn mcp_stack(
         Some(c) => {
             let handle = mcp_policy::PolicyHandle::from_config(c, Some(&settings.text))?;
             handle.attach_bus(gateway.events().clone());
+            // Pins are checked when the catalog changes, not only when a client lists.
+            handle.watch_catalog(gateway.catalog().clone(), gateway.events());
             Some(handle)
         }
         None => None,
@@ -404,10 +406,26 @@ impl Admin {
                     ),
                 }
             }
-            (Method::GET, "/admin/approvals") => json_response(
-                StatusCode::OK,
-                json!({"pending": format!("{:?}", policy.pending()), "withheld": format!("{:?}", policy.withheld())}),
-            ),
+            (Method::GET, "/admin/approvals") => {
+                let pending: Vec<Value> = policy
+                    .pending()
+                    .into_iter()
+                    .map(|(kind, server, name)| {
+                        json!({"kind": kind.as_str(), "server": server, "name": name})
+                    })
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    json!({
+                        "approvals": policy.approvals().approvals,
+                        "pending": pending,
+                        "withheld": policy.withheld(),
+                    }),
+                )
+            }
+            (Method::GET, "/admin/policy/events") => {
+                json_response(StatusCode::OK, json!({"events": policy.recent_events()}))
+            }
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 json!({"error": format!("no admin route {path}")}),

@@ -38,7 +38,7 @@ use crate::{
     identity::Identity,
     message::{
         BoxError, ErrorData, JsonObject, McpRequest, McpResponse, Method, Origin, RequestContext,
-        RequestId, SessionInfo, codes, error,
+        RequestId, RetryAfter, SessionInfo, codes, error,
     },
     session::{SessionClaims, SessionKey, UpstreamSessions, identity_binding, unix_secs},
     trace::TraceContext,
@@ -1033,9 +1033,11 @@ where
                     s.unsubscribe(&uri);
                 }
             }
-            guard
-                .stream
-                .finish(serde_json::to_vec(&response.to_jsonrpc()).unwrap_or_default());
+            let retry_after = response.extensions.get::<RetryAfter>().map(|r| r.0);
+            guard.stream.finish_with(
+                serde_json::to_vec(&response.to_jsonrpc()).unwrap_or_default(),
+                retry_after,
+            );
         });
         if let Some(s) = &session {
             s.add_inflight(key.clone(), task.abort_handle());
@@ -1058,7 +1060,16 @@ where
             _ => first.await,
         };
         match first {
-            Ok(First::Json(bytes)) => json_response(bytes),
+            Ok(First::Json(bytes, retry_after)) => {
+                let mut res = json_response(bytes);
+                if let Some(wait) = retry_after {
+                    // Whole seconds, rounded up: never tell a client to retry too early.
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                }
+                res
+            }
             Ok(First::Sse) | Ok(First::Nothing) | Err(_) => {
                 sse_response(SseBody::new(rx, keep_alive))
             }

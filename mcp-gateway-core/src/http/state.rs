@@ -318,8 +318,9 @@ impl LiveSession {
 
 /// What a request's stream produced first: decides between a JSON and an SSE response.
 pub(crate) enum First {
-    /// The final response came before anything else: answer `application/json`.
-    Json(Bytes),
+    /// The final response came before anything else: answer `application/json` (with a
+    /// `Retry-After` when the response asked for one).
+    Json(Bytes, Option<Duration>),
     /// A message came first: answer `text/event-stream`; this first event is already queued.
     Sse,
     /// Nothing will come (cancelled).
@@ -467,6 +468,11 @@ impl Stream {
 
     /// Sends the final response and ends the stream.
     pub(crate) fn finish(&self, json: Vec<u8>) {
+        self.finish_with(json, None);
+    }
+
+    /// [`Stream::finish`] with a `Retry-After` for a plain JSON answer.
+    pub(crate) fn finish_with(&self, json: Vec<u8>, retry_after: Option<Duration>) {
         let mut inner = lock(&self.inner);
         if inner.done {
             return;
@@ -474,7 +480,7 @@ impl Stream {
         inner.done = true;
         if !inner.sse {
             if let Some(first) = inner.first.take() {
-                let _ = first.send(First::Json(Bytes::from(json)));
+                let _ = first.send(First::Json(Bytes::from(json), retry_after));
             }
             inner.tx = None;
             return;
