@@ -4,6 +4,7 @@
 
 mod conformance;
 mod conformance_gateway;
+mod dlp_e2e;
 mod gateway_e2e;
 mod layers_e2e;
 mod peers;
