@@ -162,12 +162,21 @@ fn hit_text(len: usize) -> Vec<u8> {
 }
 
 fn throughput(c: &mut Criterion) {
+    use mcp_dlp::detector::DetectorsBuilder;
+
     let detectors = Detectors::builtin();
+    // the same automaton run over every byte (what the scan did before the prefilter)
+    let unfiltered = DetectorsBuilder::new()
+        .prefilter(false)
+        .build()
+        .expect("built-ins compile");
+    // the naive baseline: each detector's pattern on its own, one pass per pattern
     let naive: Vec<Detectors> = detectors
         .detectors()
         .iter()
         .map(|d| {
-            mcp_dlp::detector::DetectorsBuilder::empty()
+            DetectorsBuilder::empty()
+                .prefilter(false)
                 .detector(d.clone())
                 .build()
                 .expect("single detector compiles")
@@ -185,6 +194,13 @@ fn throughput(c: &mut Criterion) {
                 n
             })
         });
+        g.bench_function(format!("one_automaton_no_prefilter/{name}"), |b| {
+            b.iter(|| {
+                let mut n = 0;
+                unfiltered.scan(black_box(text), 0..text.len(), |_| n += 1);
+                n
+            })
+        });
         g.bench_function(format!("naive_each_pattern/{name}"), |b| {
             b.iter(|| {
                 let mut n = 0;
@@ -195,6 +211,13 @@ fn throughput(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+
+    // prompt-injection heuristics, run on every string coming back from upstreams
+    let injection = mcp_dlp::injection::InjectionDetector::new();
+    let mut g = c.benchmark_group("injection");
+    g.throughput(Throughput::Bytes(clean.len() as u64));
+    g.bench_function("clean", |b| b.iter(|| injection.scan(black_box(&clean))));
     g.finish();
 }
 

@@ -70,6 +70,7 @@ pub mod detector;
 pub mod external;
 pub mod injection;
 mod layer;
+mod prefilter;
 mod redactor;
 pub mod scan;
 mod validate;

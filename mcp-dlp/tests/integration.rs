@@ -1,4 +1,4 @@
-//! All integration tests of `mcp-dlp` in one test binary: one link instead of 7,
+//! All integration tests of `mcp-dlp` in one test binary: one link instead of 8,
 //! which keeps the debug build small (each binary links rmcp, reqwest and rustls).
 //! Run one file's tests with `cargo test -p <crate> --test integration <module>::`.
 
@@ -7,5 +7,6 @@ mod cli;
 mod config;
 mod corpus;
 mod layer;
+mod prefilter;
 mod properties;
 mod webhook;

@@ -2,10 +2,12 @@
 
 usage: gateway_client.py legacy|modern URL PLAN_JSON
 
-PLAN_JSON: {"calls": [{"name": ..., "arguments": {...}}], "progress": {"name": ..., "arguments": ...},
+PLAN_JSON: {"calls": [{"name": ..., "arguments": {...}, "label": ...}], "progress": {"name": ..., "arguments": ...},
             "sampling": {"name": ..., "arguments": ...}, "elicitation": {"name": ..., "arguments": ...},
             "read_resource": "<uri or 'first'>", "prompt": {"name": ..., "arguments": {...}}}
-Every step is optional. Errors are reported in the JSON, not raised, so the Rust test can assert.
+Every step is optional. Errors are reported in the JSON, not raised, so the Rust test can assert
+(with the JSON-RPC error code when the server answered one). Calls are reported under their
+`label` (default: the tool name), so one tool can be called several times.
 """
 import asyncio
 import json
@@ -69,11 +71,14 @@ async def main(mode, url, plan):
                 report["errors"].append(f"tools/list: {e}")
             report["calls"] = {}
             for call in plan.get("calls", []):
+                label = call.get("label", call["name"])
                 try:
                     r = await s.call_tool(call["name"], call.get("arguments", {}))
-                    report["calls"][call["name"]] = {"text": content_text(r), "is_error": bool(r.is_error)}
+                    report["calls"][label] = {"text": content_text(r), "is_error": bool(r.is_error)}
                 except Exception as e:  # noqa: BLE001
-                    report["calls"][call["name"]] = {"error": str(e)}
+                    err = getattr(e, "error", None)
+                    report["calls"][label] = {"error": str(e), "code": getattr(err, "code", None),
+                                              "data": getattr(err, "data", None)}
             if "progress" in plan:
                 seen = []
 

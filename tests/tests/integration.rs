@@ -7,6 +7,7 @@ mod audit_e2e;
 mod conformance;
 mod conformance_auth;
 mod conformance_gateway;
+mod dlp_e2e;
 mod faults;
 mod gateway_e2e;
 mod layers_e2e;
