@@ -519,20 +519,22 @@ async fn handle(state: &State, remote: SocketAddr, req: Request<Incoming>) -> Re
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         let event = |v: &Value| Bytes::from(format!("event: message\ndata: {v}\n\n"));
+        let relay = |p: &ProgressNotificationParam| {
+            let mut params = serde_json::to_value(p).unwrap_or_else(|_| json!({}));
+            params["progressToken"] = token.clone();
+            event(&json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params}))
+        };
+        let done = |p: &ProgressNotificationParam| p.total.is_some_and(|t| p.progress >= t);
         let response = handle.await_response();
         tokio::pin!(response);
-        loop {
+        let mut finished = false;
+        let result = loop {
             tokio::select! {
-                r = &mut response => {
-                    let _ = tx.send(event(&answer(&id, r))).await;
-                    return;
-                }
+                r = &mut response => break r,
                 p = progress.recv() => match p {
                     Ok(p) if p.progress_token == child_token => {
-                        let mut params = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
-                        params["progressToken"] = token.clone();
-                        let n = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params});
-                        if tx.send(event(&n)).await.is_err() {
+                        finished |= done(&p);
+                        if tx.send(relay(&p)).await.is_err() {
                             return; // the caller went away
                         }
                     }
@@ -540,7 +542,27 @@ async fn handle(state: &State, remote: SocketAddr, req: Request<Incoming>) -> Re
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
                 },
             }
+        };
+        // rmcp hands each notification to its own task but completes the response inline, so
+        // the last progress can still be on its way: let it through first (bounded).
+        let settle = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+        while !finished {
+            let wait = tokio::time::timeout_at(
+                settle.min(tokio::time::Instant::now() + std::time::Duration::from_millis(50)),
+                progress.recv(),
+            );
+            match wait.await {
+                Ok(Ok(p)) if p.progress_token == child_token => {
+                    finished = done(&p);
+                    if tx.send(relay(&p)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
+            }
         }
+        let _ = tx.send(event(&answer(&id, result))).await;
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
