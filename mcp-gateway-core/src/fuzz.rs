@@ -110,25 +110,26 @@ pub fn last_event_id(data: &[u8]) {
 }
 
 /// An upstream's SSE answer, split into chunks where the input says, parsed by `sse-stream` (what
-/// rmcp's client uses): no panic, and up to the first error (a client gives up on the stream
-/// there) the same bytes give the same events however they are chunked, and both parses fail or
-/// neither does.
+/// rmcp's client uses): no panic, both parses fail or neither does, and when neither fails the
+/// same bytes give the same events however they are chunked.
+///
+/// Found by this target: `sse-stream` 0.2 treats a line with an unknown field name (`o: x`) as an
+/// error, where the SSE specification says to ignore it, and reports that error *before* the events
+/// that came earlier in the same network chunk, so a client that stops at the first error (rmcp
+/// does) loses them. See `unknown_sse_fields_end_the_stream` below. With an error, the comparison
+/// therefore stops at "both fail".
 pub fn sse(data: &[u8]) {
     let Some((&split, body)) = data.split_first() else {
         return;
     };
     let at = usize::from(split).min(body.len());
-    let chunked = until_error(events(vec![body[..at].to_vec(), body[at..].to_vec()]));
-    let whole = until_error(events(vec![body.to_vec()]));
-    assert_eq!(chunked, whole, "chunk boundaries changed the events");
-}
-
-fn until_error(mut events: Vec<String>) -> Vec<String> {
-    if let Some(first) = events.iter().position(|e| e.starts_with("error")) {
-        events.truncate(first);
-        events.push("error".into());
+    let chunked = events(vec![body[..at].to_vec(), body[at..].to_vec()]);
+    let whole = events(vec![body.to_vec()]);
+    let failed = |e: &[String]| e.iter().any(|e| e.starts_with("error"));
+    assert_eq!(failed(&chunked), failed(&whole), "{chunked:?} vs {whole:?}");
+    if !failed(&whole) {
+        assert_eq!(chunked, whole, "chunk boundaries changed the events");
     }
-    events
 }
 
 fn events(chunks: Vec<Vec<u8>>) -> Vec<String> {
@@ -172,6 +173,21 @@ mod tests {
         .iter()
         .map(|s| s.to_vec())
         .collect()
+    }
+
+    /// The fuzzer's finding, pinned: an unknown field is an error, reported before an event that
+    /// preceded it in the same chunk. If `sse-stream` ever follows the specification here, this
+    /// test fails and the note on [`sse`] can go.
+    #[test]
+    fn unknown_sse_fields_end_the_stream() {
+        let whole = events(vec![b"id:\n\no:a: \n\n".to_vec()]);
+        assert_eq!(whole.len(), 2, "{whole:?}");
+        assert!(whole[0].starts_with("error"), "{whole:?}");
+        assert!(whole[1].starts_with("id="), "{whole:?}");
+        let chunked = events(vec![b"id:\n\n".to_vec(), b"o:a: \n\n".to_vec()]);
+        assert_eq!(chunked.len(), 2, "{chunked:?}");
+        assert!(chunked[1].starts_with("error"), "{chunked:?}");
+        sse(b"\x05id:\n\no:a: \n\n");
     }
 
     #[test]
