@@ -523,8 +523,13 @@ async fn run_in(
         Mode::Session
     };
     let load = uptime_load();
+    let mode_label = if args.mixed {
+        "mixed: 2025-11-25 sessions and 2026-07-28 stateless calls".to_owned()
+    } else {
+        mode.to_string()
+    };
     println!(
-        "mcp-gateway load bench: tools/call echo, {} byte messages, {mode}, {} round(s) of {}s warm-up + {}s per run, {} CPU(s), load average {load}",
+        "mcp-gateway load bench: tools/call echo, {} byte messages, {mode_label}, {} round(s) of {}s warm-up + {}s per run, {} CPU(s), load average {load}",
         args.message_bytes,
         args.rounds,
         args.warmup,
@@ -650,7 +655,7 @@ async fn run_in(
     let verdicts = summarize(&results, wanted);
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
-            "mode": mode.to_string(),
+            "mode": mode_label,
             "seconds": args.seconds,
             "rounds": args.rounds,
             "warmup": args.warmup,
