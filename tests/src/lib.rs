@@ -481,6 +481,52 @@ pub fn spawn_gateway(label: &str, config: &Path, env: &[(&str, &str)]) -> Result
     spawn_listening(format!("mcp-gateway ({label})"), &mut command)
 }
 
+/// A TOML basic string holding `s` (JSON string escaping is valid TOML).
+pub fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a string encodes")
+}
+
+/// Runs the CLI subcommand `mcp-gateway --config CONFIG ARGS...` with extra environment
+/// variables to completion: `(exit code, stdout, stderr)`. Panics when it cannot be started.
+pub fn gateway_cli_with_env(
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let out = Command::new(workspace_bin("mcp-gateway").expect("mcp-gateway is built"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("mcp-gateway runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`gateway_cli_with_env`] with no extra environment.
+pub fn gateway_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    gateway_cli_with_env(config, args, &[])
+}
+
+/// `mcp-gateway api-key create --agent AGENT --team TEAM` against the key store of `config`;
+/// returns the new key. Panics with the CLI's output when it fails.
+pub fn create_api_key(config: &Path, agent: &str, team: &str) -> String {
+    let (code, out, err) = gateway_cli(
+        config,
+        &["api-key", "create", "--agent", agent, "--team", team],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    out.split_whitespace()
+        .find(|w| w.starts_with("mgw_"))
+        .unwrap_or_else(|| panic!("no key in {out}"))
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
+        .to_owned()
+}
+
 /// The JSON-RPC message in an HTTP answer body: the body itself when it is JSON, else the last
 /// `data:` line of an SSE body. `Null` when there is none.
 pub fn jsonrpc_message(body: &str) -> serde_json::Value {

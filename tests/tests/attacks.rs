@@ -7,7 +7,6 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    path::Path,
     process::Command,
     time::Duration,
 };
@@ -16,6 +15,7 @@ use mcp_gateway_tests::{
     ChildGuard, HttpPeer, free_port, jsonrpc_message, python, scratch_dir, spawn_gateway,
     wait_for_http, workspace_bin,
 };
+use mcp_gateway_tests::{create_api_key, gateway_cli};
 use serde_json::{Value, json};
 
 fn q(s: &str) -> String {
@@ -36,23 +36,6 @@ fn start(label: &str, toml: &str) -> (HttpPeer, std::path::PathBuf) {
     std::fs::write(&config, toml.replace("{dir}", &dir.to_string_lossy())).expect("config");
     let gw = spawn_gateway(label, &config, &[]).expect("gateway starts");
     (gw, config)
-}
-
-fn cli(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(workspace_bin("mcp-gateway").expect("built"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("mcp-gateway runs");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// One POST; `(status, session id header, JSON-RPC message)`.
@@ -146,7 +129,8 @@ fn ssrf_link_local_and_metadata_upstreams_are_refused_by_check() {
             ),
         )
         .expect("config");
-        let (code, out) = cli(&config, &["check"]);
+        let (code, out, err) = gateway_cli(&config, &["check"]);
+        let out = format!("{out}{err}");
         assert_ne!(code, 0, "{url} must be refused: {out}");
         assert!(
             out.contains("line 5") && out.contains(why) && out.contains("allow_link_local"),
@@ -161,7 +145,8 @@ fn ssrf_link_local_and_metadata_upstreams_are_refused_by_check() {
             ),
         )
         .expect("config");
-        let (code, out) = cli(&config, &["check"]);
+        let (code, out, err) = gateway_cli(&config, &["check"]);
+        let out = format!("{out}{err}");
         assert_eq!(code, 0, "{url} with allow_link_local: {out}");
     }
 }
@@ -211,20 +196,6 @@ fn ssrf_through_resource_uris_is_refused() {
     still_serves(&gw.url);
 }
 
-/// `mcp-gateway api-key create` for `agent` in `team`; returns the key.
-fn create_key(config: &Path, agent: &str) -> String {
-    let (code, out) = cli(
-        config,
-        &["api-key", "create", "--agent", agent, "--team", "t"],
-    );
-    assert_eq!(code, 0, "{out}");
-    out.split_whitespace()
-        .find(|w| w.starts_with("mgw_"))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
-        .to_owned()
-}
-
 #[test]
 fn a_stolen_session_id_is_useless_to_another_identity() {
     let dir = scratch_dir("attacks-hijack").expect("scratch dir");
@@ -238,8 +209,8 @@ fn a_stolen_session_id_is_useless_to_another_identity() {
         ),
     )
     .expect("config");
-    let alice = create_key(&config, "alice");
-    let mallory = create_key(&config, "mallory");
+    let alice = create_api_key(&config, "alice", "t");
+    let mallory = create_api_key(&config, "mallory", "t");
     let gw = spawn_gateway("attacks-hijack", &config, &[]).expect("gateway starts");
     let alice_auth = format!("Bearer {alice}");
     let mallory_auth = format!("Bearer {mallory}");
@@ -303,7 +274,7 @@ fn the_clients_token_never_reaches_an_upstream() {
         ),
     )
     .expect("config");
-    let key = create_key(&config, "alice");
+    let key = create_api_key(&config, "alice", "t");
     let gw = spawn_gateway("attacks-passthrough", &config, &[]).expect("gateway starts");
     let auth = format!("Bearer {key}");
     // The client sends its credential every way it might be forwarded.

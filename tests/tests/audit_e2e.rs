@@ -23,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use mcp_gateway_tests::gateway_cli;
 use mcp_gateway_tests::{
     ChildGuard, STARTUP_TIMEOUT, free_port, python, scratch_dir, wait_for_http, wait_for_stdout,
     workspace_bin,
@@ -45,20 +46,6 @@ fn python_peer(name: &str, script: &str, args: &[&str], stdout: Stdio) -> ChildG
         .stdout(stdout)
         .stderr(Stdio::inherit());
     ChildGuard::spawn(name, &mut command).unwrap()
-}
-
-fn gateway_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(workspace_bin("mcp-gateway").unwrap())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn config(dir: &Path, probe_url: &str, otlp: &str) -> String {

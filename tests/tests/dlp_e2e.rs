@@ -12,9 +12,10 @@
 //! the audit log tells them apart (a `warn` finding is recorded, an `allow` is not) and shows that
 //! a request blocked by DLP never reached its upstream.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
-use mcp_gateway_tests::{node, node_module, python, scratch_dir, workspace_bin};
+use mcp_gateway_tests::gateway_cli;
+use mcp_gateway_tests::{node, node_module, python, scratch_dir};
 use ring::hmac;
 use serde_json::{Value, json};
 
@@ -125,20 +126,6 @@ fn rewritten_message() -> String {
     let hash = hash_token("ssn", SSN);
     format!(
         "email [REDACTED:email]; phone <phone>; card {mask}; ssn {hash}; ip {IPV4}; iban {IBAN}."
-    )
-}
-
-fn gateway_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(workspace_bin("mcp-gateway").unwrap())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use mcp_gateway_tests::toml_str;
 use mcp_gateway_tests::{
     HttpPeer, node, node_module, python, scratch_dir, spawn_server_everything, workspace_bin,
 };
@@ -15,10 +16,6 @@ fn spawn_gateway(label: &str, config: &str) -> HttpPeer {
     let path: PathBuf = scratch_dir(label).unwrap().join("gateway.toml");
     std::fs::write(&path, config).unwrap();
     mcp_gateway_tests::spawn_gateway(label, &path, &[("RUST_LOG", "info")]).unwrap()
-}
-
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
 }
 
 fn four_upstreams(everything_url: &str, extra: &str) -> String {

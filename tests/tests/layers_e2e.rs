@@ -2,9 +2,10 @@
 //! policy scoping (two identities, two tool lists, hidden == missing), a kill switch on an open
 //! session, DLP redaction of a tool result, the audit log verified by the CLI, and `/metrics`.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use mcp_gateway_tests::{HttpPeer, python, scratch_dir, workspace_bin};
+use mcp_gateway_tests::{create_api_key, gateway_cli};
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-test-0123456789";
@@ -52,33 +53,6 @@ args = ["demo-server"]
         audit = q(&dir.join("audit")),
         exe = q(&exe),
     )
-}
-
-fn gateway_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(workspace_bin("mcp-gateway").unwrap())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn create_key(config: &Path, agent: &str, team: &str) -> String {
-    let (code, out, err) = gateway_cli(
-        config,
-        &["api-key", "create", "--agent", agent, "--team", team],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    out.split_whitespace()
-        .find(|w| w.starts_with("mgw_"))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
-        .to_owned()
 }
 
 fn spawn(config: &Path) -> HttpPeer {
@@ -173,8 +147,8 @@ fn identity_policy_dlp_audit_and_kill_switch_through_the_gateway() {
     std::fs::write(&config_path, config(&dir)).unwrap();
     let (code, out, err) = gateway_cli(&config_path, &["check"]);
     assert_eq!(code, 0, "check: {out}{err}");
-    let alice = create_key(&config_path, "alice", "a");
-    let bob = create_key(&config_path, "bob", "b");
+    let alice = create_api_key(&config_path, "alice", "a");
+    let bob = create_api_key(&config_path, "bob", "b");
     let gw = spawn(&config_path);
 
     // Two identities, two curated lists from the same upstream.
@@ -326,9 +300,9 @@ teams = ["ops"]
     .unwrap();
     let (code, out, err) = gateway_cli(&config_path, &["check"]);
     assert_eq!(code, 0, "check: {out}{err}");
-    let alice = create_key(&config_path, "alice", "a");
-    let bob = create_key(&config_path, "bob", "b");
-    let carol = create_key(&config_path, "carol", "ops");
+    let alice = create_api_key(&config_path, "alice", "a");
+    let bob = create_api_key(&config_path, "bob", "b");
+    let carol = create_api_key(&config_path, "carol", "ops");
     let gw = spawn(&config_path);
     let raw = Raw {
         client: reqwest::blocking::Client::new(),

@@ -15,12 +15,12 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
     path::Path,
-    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use mcp_gateway_tests::{HttpPeer, containers, scratch_dir, workspace_bin};
+use mcp_gateway_tests::{create_api_key, gateway_cli};
 use serde_json::{Value, json};
 
 const IMAGE: &str = "mcp-gateway-e2e-demo:latest";
@@ -75,33 +75,6 @@ resources = {{ memory_mb = 128, pids = 64 }}
 health = {{ interval_ms = 300, failure_threshold = 2, ready_timeout_ms = 30000 }}
 "#
     )
-}
-
-fn gateway_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(workspace_bin("mcp-gateway").unwrap())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn create_key(config: &Path, agent: &str, team: &str) -> String {
-    let (code, out, err) = gateway_cli(
-        config,
-        &["api-key", "create", "--agent", agent, "--team", team],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    out.split_whitespace()
-        .find(|w| w.starts_with("mgw_"))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
-        .to_owned()
 }
 
 /// Stops the gateway the way an operator does (SIGTERM), so it tears its instances down.
@@ -380,9 +353,9 @@ teams = ["ops"]
     .unwrap();
     let (code, out, err) = gateway_cli(&config_path, &["check"]);
     assert_eq!(code, 0, "check: {out}{err}");
-    let alice = create_key(&config_path, "alice", "a");
-    let bob = create_key(&config_path, "bob", "b");
-    let carol = create_key(&config_path, "carol", "ops");
+    let alice = create_api_key(&config_path, "alice", "a");
+    let bob = create_api_key(&config_path, "bob", "b");
+    let carol = create_api_key(&config_path, "carol", "ops");
     let gw = mcp_gateway_tests::spawn_gateway(
         "managed-docker",
         &config_path,

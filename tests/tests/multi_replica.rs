@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mcp_gateway_tests::toml_str;
 use mcp_gateway_tests::{
     ChildGuard, HttpPeer, free_port, jsonrpc_message, python, scratch_dir, spawn_gateway,
     wait_for_http, workspace_bin,
@@ -22,10 +23,6 @@ use mcp_gateway_tests::{
 use serde_json::json;
 
 const SESSION_KEY: &str = "5e8b6f2a4d7c9e018f2c6a1e4b7d9035c1e8a6f2b4d7093e5a1c8f6b2d4e7a90";
-
-fn toml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("a string encodes")
-}
 
 fn nginx_binary() -> PathBuf {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]

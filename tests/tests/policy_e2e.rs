@@ -6,11 +6,11 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use mcp_gateway_tests::{HttpPeer, python, scratch_dir, workspace_bin};
+use mcp_gateway_tests::{create_api_key, gateway_cli_with_env};
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "policy-admin-token-0123456789abcdef";
@@ -19,21 +19,6 @@ const RATE_LIMITED: i64 = -32021;
 
 fn q(p: &Path) -> String {
     serde_json::to_string(&p.to_string_lossy()).unwrap()
-}
-
-fn gateway_cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(workspace_bin("mcp-gateway").unwrap())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn spawn(label: &str, config: &Path) -> HttpPeer {
@@ -364,27 +349,13 @@ args = ["demo-server"]
     )
 }
 
-fn create_key(config: &Path, agent: &str, team: &str) -> String {
-    let (code, out, err) = gateway_cli(
-        config,
-        &["api-key", "create", "--agent", agent, "--team", team],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    out.split_whitespace()
-        .find(|w| w.starts_with("mgw_"))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
-        .to_owned()
-}
-
 #[test]
 fn scope_rate_limit_and_kill_switch_cli_through_the_gateway() {
     let dir = scratch_dir("policy-demo").unwrap();
     let config_path = dir.join("gateway.toml");
     std::fs::write(&config_path, demo_config(&dir)).unwrap();
-    let alice = create_key(&config_path, "alice", "a");
-    let bob = create_key(&config_path, "bob", "b");
+    let alice = create_api_key(&config_path, "alice", "a");
+    let bob = create_api_key(&config_path, "bob", "b");
     let gw = spawn("policy-demo", &config_path);
     let mut a = Session::open(&gw.url, Some(&alice));
     let mut b = Session::open(&gw.url, Some(&bob));
@@ -450,7 +421,7 @@ fn scope_rate_limit_and_kill_switch_cli_through_the_gateway() {
         let mut all = vec!["kill-switch"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--url", &base]);
-        gateway_cli(&config_path, &all, &env)
+        gateway_cli_with_env(&config_path, &all, &env)
     };
     let (code, out, err) = cli(&["set", "--server", "demo", "--tool", "echo"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -496,14 +467,15 @@ fn scope_rate_limit_and_kill_switch_cli_through_the_gateway() {
     assert_eq!(names(b.tools()), ["demo__add"]);
 
     // Bad CLI use: clear errors, non-zero exit, the gateway keeps serving.
-    let (code, _, err) = gateway_cli(
+    let (code, _, err) = gateway_cli_with_env(
         &config_path,
         &["kill-switch", "list", "--url", &base],
         &[("GW_ADMIN_TOKEN", "wrong-token")],
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("403") || err.contains("401"), "{err}");
-    let (code, _, err) = gateway_cli(&config_path, &["kill-switch", "list", "--url", &base], &[]);
+    let (code, _, err) =
+        gateway_cli_with_env(&config_path, &["kill-switch", "list", "--url", &base], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("GW_ADMIN_TOKEN"), "{err}");
     let (code, _, err) = cli(&["set", "--tool", "echo"]);
@@ -511,7 +483,7 @@ fn scope_rate_limit_and_kill_switch_cli_through_the_gateway() {
     assert!(err.contains("--server"), "{err}");
     let (code, _, err) = cli(&["set"]);
     assert_ne!(code, 0, "{err}");
-    let (code, _, err) = gateway_cli(&config_path, &["kill-switch", "list"], &env);
+    let (code, _, err) = gateway_cli_with_env(&config_path, &["kill-switch", "list"], &env);
     assert_eq!(code, 2);
     assert!(err.contains("--url"), "{err}");
     let v = a.call("demo__echo", json!({"message": "still serving"}));
