@@ -527,6 +527,33 @@ pub fn create_api_key(config: &Path, agent: &str, team: &str) -> String {
         .to_owned()
 }
 
+/// POSTs one JSON-RPC message to an MCP endpoint with `client` and the given extra headers:
+/// `(HTTP status, Mcp-Session-Id of the answer, the answer's JSON-RPC message)`. Panics when the
+/// endpoint does not answer at all.
+pub fn mcp_post(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().expect("the endpoint answers");
+    let status = res.status().as_u16();
+    let sid = res
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, sid, jsonrpc_message(&res.text().expect("body")))
+}
+
 /// The JSON-RPC message in an HTTP answer body: the body itself when it is JSON, else the last
 /// `data:` line of an SSE body. `Null` when there is none.
 pub fn jsonrpc_message(body: &str) -> serde_json::Value {

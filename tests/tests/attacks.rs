@@ -12,8 +12,8 @@ use std::{
 };
 
 use mcp_gateway_tests::{
-    ChildGuard, HttpPeer, free_port, jsonrpc_message, python, scratch_dir, spawn_gateway,
-    wait_for_http, workspace_bin,
+    ChildGuard, HttpPeer, free_port, python, scratch_dir, spawn_gateway, wait_for_http,
+    workspace_bin,
 };
 use mcp_gateway_tests::{create_api_key, gateway_cli};
 use serde_json::{Value, json};
@@ -44,23 +44,7 @@ fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Option<String>
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    let mut req = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_owned());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().expect("the gateway answers");
-    let status = res.status().as_u16();
-    let sid = res
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = res.text().expect("body");
-    (status, sid, jsonrpc_message(&text))
+    mcp_gateway_tests::mcp_post(&client, url, headers, body)
 }
 
 fn initialize_body() -> String {

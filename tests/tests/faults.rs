@@ -15,8 +15,8 @@ use std::{
 };
 
 use mcp_gateway_tests::{
-    ChildGuard, HttpPeer, free_port, jsonrpc_message, scratch_dir, spawn_gateway,
-    spawn_server_everything, wait_for_http, workspace_bin,
+    ChildGuard, HttpPeer, free_port, scratch_dir, spawn_gateway, spawn_server_everything,
+    wait_for_http, workspace_bin,
 };
 use serde_json::{Value, json};
 
@@ -50,22 +50,7 @@ fn client() -> reqwest::blocking::Client {
 }
 
 fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Option<String>, Value) {
-    let mut req = client()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_owned());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().expect("the gateway answers");
-    let status = res.status().as_u16();
-    let sid = res
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (status, sid, jsonrpc_message(&res.text().expect("body")))
+    mcp_gateway_tests::mcp_post(&client(), url, headers, body)
 }
 
 fn session(url: &str) -> String {
