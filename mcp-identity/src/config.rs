@@ -39,7 +39,7 @@ use crate::{
     jwks::{FailMode, JwksCache, JwksTiming, KeySource},
     jwt::JwtValidator,
     metadata::{ProtectedResourceMetadata, canonical_resource_uri},
-    oauth::{OAuthClientConfig, OAuthRegistry, UpstreamOAuth},
+    oauth::{OAuthClientConfig, OAuthRegistry, UpstreamOAuth, pages::OAuthPages},
     vault::{FileStore, Vault, parse_key},
 };
 
@@ -341,8 +341,11 @@ pub struct Built {
     pub vault: Option<Vault>,
     /// The API key store, if configured (for the admin endpoint and CLI).
     pub api_keys: Option<Arc<ApiKeyStore>>,
-    /// The OAuth clients (mount [`crate::oauth::OAuthRegistry::callback`] at the redirect URI).
+    /// The OAuth clients.
     pub oauth: Option<Arc<OAuthRegistry>>,
+    /// Their consent page and callback, to serve outside authentication (browsers carry no MCP
+    /// credentials).
+    pub oauth_pages: Option<OAuthPages>,
     /// The identity-JWT signer (serve its [`IdentitySigner::jwks`]).
     pub signer: Option<IdentitySigner>,
     /// The RFC 9728 document (also served by the authn layer).
@@ -511,6 +514,8 @@ impl Config {
                     })?;
                     reqwest::Url::parse(&oc.redirect_uri)
                         .map_err(|e| err("oauth_client.redirect_uri", e.to_string()))?;
+                    oc.consent_page()
+                        .map_err(|e| err("oauth_client.consent_uri", e))?;
                 }
                 _ => {}
             }
@@ -724,7 +729,13 @@ impl Config {
         if let Some(s) = &signer {
             creds = creds.signer(s.clone());
         }
+        if any_oauth && let Some(oc) = &self.oauth_client {
+            // Users confirm on the gateway's page; callbacks only from the confirming browser.
+            registry =
+                registry.consent_page(oc.consent_page().map_err(|e| err("oauth_client", e))?);
+        }
         let oauth = any_oauth.then(|| Arc::new(registry));
+        let oauth_pages = oauth.clone().and_then(OAuthPages::new);
         if let Some(r) = &oauth {
             creds = creds.oauth(Arc::clone(r));
         }
@@ -734,6 +745,7 @@ impl Config {
             vault,
             api_keys,
             oauth,
+            oauth_pages,
             signer,
             metadata,
         })
@@ -803,6 +815,7 @@ mode = "per_user"
             "https://gw.example.com/mcp"
         );
         assert!(built.oauth.unwrap().get("files").is_some());
+        assert!(built.oauth_pages.unwrap().serves("/oauth/authorize"));
         assert!(built.signer.is_some());
         // The identity key was generated and stored in the vault.
         assert!(

@@ -22,6 +22,8 @@ use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub mod pages;
+
 use crate::{
     credential::user_secret_name,
     jwks::{AuthServerMetadata, discover, get_json, read_json},
@@ -51,6 +53,10 @@ pub enum OAuthError {
     /// The callback's state is unknown or expired.
     #[error("unknown or expired authorization state")]
     UnknownState,
+    /// The callback did not come from the browser that confirmed the authorization on the
+    /// gateway's consent page.
+    #[error("this authorization was not confirmed in this browser")]
+    NotThisBrowser,
     /// Vault failure.
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
@@ -75,6 +81,38 @@ pub struct OAuthClientConfig {
     pub scopes: Vec<String>,
     /// Use this authorization server instead of discovering it.
     pub issuer: Option<String>,
+    /// The gateway's consent page, where users confirm an authorization before they are sent
+    /// to the authorization server ([`pages`]). It must be on the redirect URI's origin (the
+    /// browser binding is a cookie). Default: `authorize` beside the redirect URI
+    /// (`…/oauth/callback` → `…/oauth/authorize`).
+    pub consent_uri: Option<String>,
+}
+
+impl OAuthClientConfig {
+    /// The consent page's URL: [`consent_uri`](Self::consent_uri), or `authorize` beside the
+    /// redirect URI. Errors when either is not a URL or they are on different origins.
+    pub fn consent_page(&self) -> Result<String, String> {
+        let redirect = reqwest::Url::parse(&self.redirect_uri)
+            .map_err(|e| format!("redirect_uri `{}`: {e}", self.redirect_uri))?;
+        let consent = match &self.consent_uri {
+            Some(u) => reqwest::Url::parse(u).map_err(|e| format!("consent_uri `{u}`: {e}"))?,
+            None => redirect
+                .join("authorize")
+                .map_err(|e| format!("redirect_uri `{}`: {e}", self.redirect_uri))?,
+        };
+        if consent.origin() != redirect.origin() {
+            return Err(format!(
+                "consent_uri `{consent}` must be on the redirect URI's origin ({})",
+                redirect.origin().ascii_serialization()
+            ));
+        }
+        if consent.path() == redirect.path() {
+            return Err(format!(
+                "consent_uri `{consent}` must differ from the redirect URI"
+            ));
+        }
+        Ok(consent.to_string())
+    }
 }
 
 /// A user's tokens for one upstream, as stored in the vault.
@@ -192,6 +230,15 @@ struct Pending {
     verifier: String,
     scope: String,
     created: Instant,
+    /// The user it was started for, as the consent page names them.
+    who: String,
+    /// The authorization server's URL for this flow.
+    authorize_url: String,
+    /// Started for a browser: the callback must come from the browser that confirmed it on the
+    /// consent page ([`pages`]), not through [`OAuthRegistry::callback`].
+    needs_browser: bool,
+    /// SHA-256 of the secret cookie given to the browser that confirmed.
+    browser: Option<[u8; 32]>,
 }
 
 /// The OAuth client for one upstream.
@@ -466,6 +513,10 @@ impl UpstreamOAuth {
         challenge: Option<&BearerChallenge>,
     ) -> Result<(String, Pending), OAuthError> {
         let reg = self.registration(challenge).await?;
+        let who = match &identity.issuer {
+            Some(iss) => format!("{} ({iss})", identity.subject),
+            None => identity.subject.to_string(),
+        };
         let auth_ep = reg
             .metadata
             .authorization_endpoint
@@ -506,8 +557,12 @@ impl UpstreamOAuth {
             verifier,
             scope,
             created: Instant::now(),
+            who,
+            authorize_url: url.to_string(),
+            needs_browser: false,
+            browser: None,
         };
-        Ok((format!("{url}\u{0}{state}"), pending))
+        Ok((state, pending))
     }
 
     /// The user's stored tokens.
@@ -651,19 +706,31 @@ impl UpstreamOAuth {
 }
 
 /// All upstream OAuth clients, the pending authorizations, and the callback.
+///
+/// A gateway that sends people's browsers to authorize should also set a
+/// [`consent_page`](Self::consent_page) and serve [`pages::OAuthPages`]: the user is then shown
+/// who and what they authorize before the authorization server is asked, and the callback is
+/// accepted only from the browser that confirmed. Without it, whoever opens an authorization URL
+/// completes it for the user it was made for (the confused-deputy problem of the MCP security
+/// best practices).
 #[derive(Default)]
 pub struct OAuthRegistry {
     clients: HashMap<String, Arc<UpstreamOAuth>>,
     pending: Mutex<HashMap<String, Pending>>,
+    consent_page: Option<String>,
 }
 
 impl std::fmt::Debug for OAuthRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuthRegistry")
             .field("servers", &self.clients.keys().collect::<Vec<_>>())
+            .field("consent_page", &self.consent_page)
             .finish_non_exhaustive()
     }
 }
+
+/// How long a started authorization stays valid.
+const PENDING_TTL: Duration = Duration::from_secs(600);
 
 impl OAuthRegistry {
     /// An empty registry.
@@ -678,19 +745,41 @@ impl OAuthRegistry {
         self
     }
 
+    /// Sends users to the gateway's consent page at `url` (served by [`pages::OAuthPages`])
+    /// instead of straight to the authorization server, and accepts their callbacks only from
+    /// the browser that confirmed there.
+    #[must_use]
+    pub fn consent_page(mut self, url: impl Into<String>) -> Self {
+        self.consent_page = Some(url.into());
+        self
+    }
+
+    /// The consent page's URL, if one is set.
+    pub fn consent_page_url(&self) -> Option<&str> {
+        self.consent_page.as_deref()
+    }
+
+    /// The redirect URIs of the clients (where [`pages::OAuthPages`] serves the callback).
+    pub fn redirect_uris(&self) -> BTreeSet<&str> {
+        self.clients
+            .values()
+            .map(|c| c.cfg.redirect_uri.as_str())
+            .collect()
+    }
+
     /// The client for a server.
     pub fn get(&self, server: &str) -> Option<&Arc<UpstreamOAuth>> {
         self.clients.get(server)
     }
 
-    /// Starts an authorization for a user (first time, or step-up with the challenge's scope):
-    /// the URL to send them to.
-    pub async fn authorization_url(
+    /// Starts an authorization and remembers it: `(state, authorization server URL)`.
+    async fn start(
         &self,
         identity: &Identity,
         server: &str,
         challenge: Option<&BearerChallenge>,
-    ) -> Result<String, OAuthError> {
+        needs_browser: bool,
+    ) -> Result<(String, String), OAuthError> {
         let c = self
             .clients
             .get(server)
@@ -698,21 +787,42 @@ impl OAuthRegistry {
                 server: server.into(),
                 message: "no OAuth client configured".into(),
             })?;
-        let (url_state, pending) = c
+        let (state, mut pending) = c
             .begin(
                 identity,
                 challenge.and_then(|c| c.scope.as_deref()),
                 challenge,
             )
             .await?;
-        let (url, state) = url_state
-            .split_once('\u{0}')
-            .unwrap_or((url_state.as_str(), ""));
+        pending.needs_browser = needs_browser;
+        let url = pending.authorize_url.clone();
         if let Ok(mut p) = self.pending.lock() {
-            p.retain(|_, v| v.created.elapsed() < Duration::from_secs(600));
-            p.insert(state.to_owned(), pending);
+            p.retain(|_, v| v.created.elapsed() < PENDING_TTL);
+            p.insert(state.clone(), pending);
         }
-        Ok(url.to_owned())
+        Ok((state, url))
+    }
+
+    /// Starts an authorization for a user (first time, or step-up with the challenge's scope):
+    /// the URL to send them to. With a [`consent_page`](Self::consent_page) that is the consent
+    /// page for this authorization, else the authorization server itself.
+    pub async fn authorization_url(
+        &self,
+        identity: &Identity,
+        server: &str,
+        challenge: Option<&BearerChallenge>,
+    ) -> Result<String, OAuthError> {
+        let browser = self.consent_page.is_some();
+        let (state, url) = self.start(identity, server, challenge, browser).await?;
+        match &self.consent_page {
+            Some(page) => {
+                let mut page = reqwest::Url::parse(page)
+                    .map_err(|e| OAuthError::Token(format!("consent page URL: {e}")))?;
+                page.query_pairs_mut().append_pair("state", &state);
+                Ok(page.to_string())
+            }
+            None => Ok(url),
+        }
     }
 
     /// What the caller should see when an OAuth upstream answered `401`/`403` with this
@@ -755,7 +865,7 @@ impl OAuthRegistry {
         server: &str,
         challenge: Option<&BearerChallenge>,
     ) -> Result<(), OAuthError> {
-        let url = self.authorization_url(identity, server, challenge).await?;
+        let (_, url) = self.start(identity, server, challenge, false).await?;
         let c = self.clients.get(server).ok_or(OAuthError::UnknownState)?;
         let resp = c
             .http
@@ -785,8 +895,16 @@ impl OAuthRegistry {
     }
 
     /// Handles the redirect back (`?code=…&state=…`): exchanges the code (with the PKCE verifier)
-    /// and stores the tokens. Returns the server name.
+    /// and stores the tokens. Returns the server name. Authorizations started for a browser
+    /// through the consent page are refused here ([`OAuthError::NotThisBrowser`]): only
+    /// [`pages::OAuthPages`], which checks the browser, completes those.
     pub async fn callback(&self, query: &str) -> Result<String, OAuthError> {
+        self.finish(query, None).await
+    }
+
+    /// Completes a callback. `browser` is the secret cookie the callback request carried (the
+    /// consent page's binding), `None` for callbacks outside a browser.
+    async fn finish(&self, query: &str, browser: Option<&str>) -> Result<String, OAuthError> {
         let mut code = None;
         let mut state = None;
         let mut err = None;
@@ -799,13 +917,24 @@ impl OAuthRegistry {
             }
         }
         let state = state.ok_or(OAuthError::UnknownState)?;
-        let pending = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&state))
-            .filter(|p| p.created.elapsed() < Duration::from_secs(600))
-            .ok_or(OAuthError::UnknownState)?;
+        let pending = {
+            let mut all = self.pending.lock().map_err(|_| OAuthError::UnknownState)?;
+            let p = all
+                .get(&state)
+                .filter(|p| p.created.elapsed() < PENDING_TTL)
+                .ok_or(OAuthError::UnknownState)?;
+            if p.needs_browser {
+                // Only the browser that confirmed on the consent page may finish. A callback
+                // from anywhere else ends the authorization: its code came from someone who
+                // was not asked, and must not be redeemable later through this state.
+                let given = browser.map(|b| sha256(b.as_bytes()));
+                if p.browser.is_none() || given != p.browser {
+                    all.remove(&state);
+                    return Err(OAuthError::NotThisBrowser);
+                }
+            }
+            all.remove(&state).ok_or(OAuthError::UnknownState)?
+        };
         if let Some(e) = err {
             return Err(OAuthError::Token(format!("authorization denied: {e}")));
         }
@@ -817,6 +946,30 @@ impl OAuthRegistry {
         c.complete(&pending, &code).await?;
         Ok(pending.server)
     }
+
+    /// Runs `f` on a live pending authorization.
+    fn with_pending<T>(&self, state: &str, f: impl FnOnce(&mut Pending) -> T) -> Option<T> {
+        let mut all = self.pending.lock().ok()?;
+        all.get_mut(state)
+            .filter(|p| p.created.elapsed() < PENDING_TTL)
+            .map(f)
+    }
+
+    /// Forgets a pending authorization (the user declined it).
+    fn cancel(&self, state: &str) -> bool {
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|mut all| all.remove(state))
+            .is_some()
+    }
+}
+
+fn sha256(v: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, v);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 fn form_urlencode(v: &str) -> String {

@@ -1,6 +1,6 @@
 //! Attacks against the reference gateway binary, each an automated test: server-side request
 //! forgery through upstream URLs and resource URIs, token passthrough, session hijack with a
-//! stolen session id, DNS rebinding and foreign origins, request smuggling, oversized and deeply
+//! stolen session id, confused-deputy OAuth flows, DNS rebinding and foreign origins, request smuggling, oversized and deeply
 //! nested payloads, and look-alike Unicode tool names. After each attack the gateway keeps
 //! serving.
 
@@ -446,4 +446,350 @@ fn unicode_look_alike_tool_names_do_not_reach_a_tool() {
         );
     }
     still_serves(&gw.url);
+}
+
+/// A browser for the OAuth pages: follows nothing by itself, keeps cookies per origin, and sends
+/// them back (only to the origin that set them).
+struct Browser {
+    http: reqwest::blocking::Client,
+    cookies: std::collections::BTreeMap<(String, String), String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            cookies: Default::default(),
+        }
+    }
+
+    fn origin(url: &str) -> String {
+        reqwest::Url::parse(url)
+            .expect("url")
+            .origin()
+            .ascii_serialization()
+    }
+
+    fn send(&mut self, url: &str, req: reqwest::blocking::RequestBuilder) -> Page {
+        let origin = Self::origin(url);
+        let jar: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|((o, _), _)| *o == origin)
+            .map(|((_, n), v)| format!("{n}={v}"))
+            .collect();
+        let req = if jar.is_empty() {
+            req
+        } else {
+            req.header("cookie", jar.join("; "))
+        };
+        let res = req.send().expect("request");
+        for set in res.headers().get_all("set-cookie") {
+            let set = set.to_str().expect("cookie text");
+            let (pair, attrs) = set.split_once(';').unwrap_or((set, ""));
+            let (name, value) = pair.split_once('=').expect("name=value");
+            let key = (origin.clone(), name.to_owned());
+            if attrs.contains("Max-Age=0") {
+                self.cookies.remove(&key);
+            } else {
+                self.cookies.insert(key, value.to_owned());
+            }
+        }
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let location = headers
+            .get("location")
+            .map(|l| l.to_str().expect("location").to_owned());
+        Page {
+            status,
+            location,
+            headers,
+            body: res.text().unwrap_or_default(),
+        }
+    }
+
+    fn get(&mut self, url: &str) -> Page {
+        let req = self.http.get(url);
+        self.send(url, req)
+    }
+
+    fn post_form(&mut self, url: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+        let body = reqwest::Url::parse_with_params("http://form/", form)
+            .expect("form")
+            .query()
+            .unwrap_or_default()
+            .to_owned();
+        let mut req = self
+            .http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(url, req)
+    }
+}
+
+/// A hidden form field of a page.
+fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} field in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').expect("closing quote")].to_owned()
+}
+
+/// A real OpenID provider (oauth2-mock-server: it approves every authorization request at once,
+/// like an authorization server that remembers the user's earlier consent).
+fn start_idp() -> (ChildGuard, String) {
+    use std::io::BufRead as _;
+    let mut idp = ChildGuard::spawn(
+        "oauth2-mock-server",
+        Command::new(mcp_gateway_tests::node().expect("node"))
+            .arg(mcp_gateway_tests::repo_root().join("mcp-identity/tests/js/idp.mjs"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+    )
+    .expect("idp starts");
+    let mut line = String::new();
+    std::io::BufReader::new(idp.child_mut().stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("idp ready line");
+    let ready: Value = serde_json::from_str(&line).expect("ready JSON");
+    let issuer = ready["issuer"].as_str().expect("issuer").to_owned();
+    (idp, issuer)
+}
+
+/// The MCP security best practices' confused deputy, against the gateway's per-user OAuth to an
+/// upstream: Mallory makes the gateway start an authorization for himself and gets Alice's
+/// browser to complete it (the authorization server approves at once, as one that remembers her
+/// consent does), hoping her upstream grant lands on his gateway identity. The gateway sends
+/// users to its own consent page first and takes the callback only from the browser that
+/// confirmed there, so every variant fails and only Alice's own flow connects her account.
+#[test]
+fn confused_deputy_oauth_flows_are_refused() {
+    let (_idp, issuer) = start_idp();
+    let up_port = free_port().expect("port");
+    let _upstream = ChildGuard::spawn(
+        "oauth-protected-server",
+        Command::new(python::interpreter())
+            .arg(python::script("oauth_protected_server.py"))
+            .arg(up_port.to_string())
+            .arg(&issuer),
+    )
+    .expect("python upstream starts");
+    let upstream_url = format!("http://127.0.0.1:{up_port}/mcp");
+    wait_for_http(&upstream_url, Duration::from_secs(30)).expect("upstream listens");
+
+    let gw_port = free_port().expect("port");
+    let gw_origin = format!("http://127.0.0.1:{gw_port}");
+    let dir = scratch_dir("attacks-deputy").expect("scratch dir");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        dir.join("vault.key"),
+        "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+    )
+    .expect("vault key");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{gw_port}"
+
+[identity]
+mode = "required"
+[identity.api_keys]
+file = {keys}
+[identity.vault]
+dir = {vault}
+key_id = "k1"
+key_file = {key}
+[identity.oauth_client]
+redirect_uri = "{gw_origin}/oauth/callback"
+client_name = "gateway under attack"
+[identity.upstreams.files]
+mode = "oauth"
+url = {up}
+
+[[server]]
+name = "files"
+url = {up}
+"#,
+            keys = q(&dir.join("keys.json").to_string_lossy()),
+            vault = q(&dir.join("vault").to_string_lossy()),
+            key = q(&dir.join("vault.key").to_string_lossy()),
+            up = q(&upstream_url),
+        ),
+    )
+    .expect("config");
+    let alice = format!("Bearer {}", create_api_key(&config, "alice", "t"));
+    let mallory = format!("Bearer {}", create_api_key(&config, "mallory", "t"));
+    let gw = spawn_gateway("attacks-deputy", &config, &[]).expect("gateway starts");
+    let consent = format!("{gw_origin}/oauth/authorize");
+
+    // `files__whoami` in a fresh session of `auth`: the JSON-RPC answer.
+    let whoami = |auth: &str| -> Value {
+        let sid = session(&gw.url, &[("authorization", auth)]);
+        let (_, _, msg) = post(
+            &gw.url,
+            &[
+                ("authorization", auth),
+                ("mcp-session-id", &sid),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            &call_body(1, "files__whoami", json!({})),
+        );
+        msg
+    };
+    // The authorization link the gateway gives `auth` (it has no grant yet).
+    let link = |auth: &str| -> String {
+        let msg = whoami(auth);
+        assert_eq!(
+            msg["error"]["code"], -32040,
+            "authorization required: {msg}"
+        );
+        let url = msg["error"]["data"]["authorizationUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an authorization URL in {msg}"))
+            .to_owned();
+        assert!(
+            url.starts_with(&format!("{consent}?state=")),
+            "users are sent to the gateway's consent page, not to the authorization server: {url}"
+        );
+        url
+    };
+    let no_grant = |auth: &str, why: &str| {
+        let msg = whoami(auth);
+        assert_eq!(msg["error"]["code"], -32040, "{why}: {msg}");
+    };
+
+    // Mallory confirms his own authorization in his own browser, which gives him the
+    // authorization server URL of his flow.
+    let mallory_link = link(&mallory);
+    let mut mallory_browser = Browser::new();
+    let form = mallory_browser.get(&mallory_link);
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(form.body.contains("mallory"), "{}", form.body);
+    assert_eq!(form.headers["x-frame-options"], "DENY");
+    assert!(
+        form.headers["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .contains("frame-ancestors 'none'")
+    );
+    let (state, csrf) = (field(&form.body, "state"), field(&form.body, "csrf"));
+    let to_as = mallory_browser.post_form(
+        &consent,
+        &[("state", &state), ("csrf", &csrf), ("decision", "allow")],
+        &[("origin", &gw_origin), ("sec-fetch-site", "same-origin")],
+    );
+    assert_eq!(to_as.status, 303, "{}", to_as.body);
+    let as_url = to_as
+        .location
+        .expect("redirect to the authorization server");
+    assert!(as_url.starts_with(&issuer), "{as_url}");
+
+    // 1. He sends Alice the authorization server URL (skipping the consent page). Her
+    //    authorization server approves at once and sends her browser to the gateway's callback
+    //    with a code for HER grant and HIS state: refused, her browser never confirmed.
+    let mut alice_browser = Browser::new();
+    let at_as = alice_browser.get(&as_url);
+    assert_eq!(at_as.status, 302, "{}", at_as.body);
+    let callback = at_as.location.expect("redirect to the callback");
+    assert!(callback.starts_with(&format!("{gw_origin}/oauth/callback?")));
+    let refused = alice_browser.get(&callback);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("not confirmed"), "{}", refused.body);
+    // Even if the callback URL (her code) leaks to him, his state is burnt: nothing completes.
+    let late = mallory_browser.get(&callback);
+    assert_eq!(late.status, 400, "{}", late.body);
+    no_grant(&mallory, "no grant reached Mallory's identity");
+
+    // 2. He makes Alice's browser submit the consent form of a new authorization of his, from
+    //    his site (a cross-site auto-submitted form). Browsers mark it; and she has no form
+    //    token cookie (SameSite=Strict, only set on the page itself).
+    let second = link(&mallory);
+    let page = mallory_browser.get(&second);
+    let (state2, csrf2) = (field(&page.body, "state"), field(&page.body, "csrf"));
+    for headers in [
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ][..],
+        &[("origin", "null")][..],
+        &[][..],
+    ] {
+        let r = alice_browser.post_form(
+            &consent,
+            &[("state", &state2), ("csrf", &csrf2), ("decision", "allow")],
+            headers,
+        );
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
+        assert!(r.location.is_none());
+    }
+    // A forged callback for a state nobody confirmed, and one for a state that does not exist.
+    let forged = alice_browser.get(&format!("{gw_origin}/oauth/callback?code=x&state={state2}"));
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let unknown = alice_browser.get(&format!("{gw_origin}/oauth/callback?code=x&state=nope"));
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    no_grant(&mallory, "still no grant for Mallory");
+
+    // 3. Declining cancels: the state is gone afterwards.
+    let third = link(&mallory);
+    let page = mallory_browser.get(&third);
+    let state3 = field(&page.body, "state");
+    let declined = mallory_browser.post_form(
+        &consent,
+        &[
+            ("state", &state3),
+            ("csrf", &field(&page.body, "csrf")),
+            ("decision", "deny"),
+        ],
+        &[("origin", &gw_origin)],
+    );
+    assert_eq!(declined.status, 200, "{}", declined.body);
+    assert_eq!(mallory_browser.get(&third).status, 400);
+
+    // 4. Alice's own flow, in her own browser: consent page naming her, the authorization
+    //    server, the callback with her browser's cookie. Her calls now carry her grant, whose
+    //    audience is the upstream (RFC 8707); Mallory still has none.
+    let mine = link(&alice);
+    let page = alice_browser.get(&mine);
+    assert!(page.body.contains("alice"), "{}", page.body);
+    let to_as = alice_browser.post_form(
+        &consent,
+        &[
+            ("state", &field(&page.body, "state")),
+            ("csrf", &field(&page.body, "csrf")),
+            ("decision", "allow"),
+        ],
+        &[("origin", &gw_origin), ("sec-fetch-site", "same-origin")],
+    );
+    assert_eq!(to_as.status, 303, "{}", to_as.body);
+    let at_as = alice_browser.get(&to_as.location.expect("to the authorization server"));
+    let done = alice_browser.get(&at_as.location.expect("to the callback"));
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("files"), "{}", done.body);
+    assert_eq!(done.headers["referrer-policy"], "no-referrer");
+    let msg = whoami(&alice);
+    let claims: Value = serde_json::from_str(
+        msg["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a result: {msg}")),
+    )
+    .expect("claims JSON");
+    assert_eq!(claims["aud"], upstream_url.as_str(), "{claims}");
+    assert_eq!(claims["iss"], issuer.as_str(), "{claims}");
+    no_grant(&mallory, "Alice's grant is hers alone");
 }

@@ -1,5 +1,5 @@
 //! Assembling the reference gateway: the MCP-level layer stack and the HTTP front (identity,
-//! the MCP endpoint, `/metrics`, `/admin/...`).
+//! the MCP endpoint, `/metrics`, `/admin/...`, the upstream-authorization pages).
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -211,11 +211,20 @@ where
         .audit
         .as_ref()
         .and_then(|a| a.metrics.clone().map(|m| (m, a.auditor.clone())));
+    let oauth_pages = parts.identity.as_ref().and_then(|i| i.oauth_pages.clone());
     BoxCloneSyncService::new(tower::service_fn(move |req: Request<Incoming>| {
         let authed = authed.clone();
         let metrics = metrics.clone();
         let admin = outer_admin.clone();
+        let oauth_pages = oauth_pages.clone();
         async move {
+            // The upstream-authorization consent page and callback: browsers, no MCP credentials.
+            if let Some(pages) = oauth_pages.filter(|p| p.serves(req.uri().path())) {
+                return match pages.oneshot(req).await {
+                    Ok(res) => Ok(boxed(res)),
+                    Err(never) => match never {},
+                };
+            }
             // The admin token works without an identity provider: checked before authn.
             if req.uri().path().starts_with("/admin/") && admin.token_matches(&req) {
                 return Ok(admin.handle(req).await);
