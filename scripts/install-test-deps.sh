@@ -13,11 +13,14 @@ die() { printf 'install-test-deps: %s\n' "$*" >&2; exit 1; }
 command -v python3 >/dev/null 2>&1 || die "python3 is required (3.10 or newer)"
 command -v npm >/dev/null 2>&1 || die "npm is required (Node 20 or newer; Node 22 is installed from npm)"
 
-# --- Debian packages (sshd and dockerd for the managed-runtime tests, nginx for multi-replica) ---
+# --- Debian packages (sshd and dockerd for the managed-runtime tests, nginx for multi-replica,
+# iproute2 for the network-namespace fault test) ---
 need_apt=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+# ip and tc: the fault tests put an upstream on a shaped link in its own network namespace.
+{ command -v tc >/dev/null 2>&1 || [ -x /usr/sbin/tc ]; } || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     as_root=()

@@ -1,11 +1,14 @@
 //! Faults around the reference gateway binary: slow clients (slowloris headers and bodies), a
-//! client that disconnects mid-SSE, an upstream that answers garbage, an upstream slowed behind a
+//! client that disconnects mid-SSE, an upstream that answers garbage, an upstream on another
+//! test host (a network namespace) behind a slow shaped link, an upstream slowed behind a
 //! delaying TCP proxy, and an upstream killed mid-call. Each gets a clear error, the gateway keeps
 //! serving, and its open connections and tokio tasks (the `/metrics` gauges) return to their
 //! baseline.
 //!
-//! `tc netem` is not available on this kernel (no `sch_netem`), so the slowed upstream sits
-//! behind a userspace proxy that delays every chunk of its answers instead.
+//! `tc netem` is not available on this kernel (no `sch_netem`; of the queueing disciplines only
+//! `htb` and `pfifo` are), so network slowness comes two ways: the kernel's `htb` shaper on the
+//! veth link between the gateway's host and the upstream's namespace (a slow link: delay grows
+//! with size), and a userspace proxy that delays every chunk of an answer (latency).
 
 use std::{
     io::{Read, Write},
@@ -15,8 +18,8 @@ use std::{
 };
 
 use mcp_gateway_tests::{
-    ChildGuard, HttpPeer, free_port, scratch_dir, spawn_gateway, spawn_server_everything,
-    wait_for_http, workspace_bin,
+    ChildGuard, HttpPeer, free_port, node, node_module, peers_dir, scratch_dir, spawn_gateway,
+    spawn_server_everything, wait_for_http, wait_for_stderr, workspace_bin,
 };
 use serde_json::{Value, json};
 
@@ -324,6 +327,184 @@ fn an_upstream_answering_garbage_gets_a_clear_error() {
         "answered within the call timeout"
     );
     echo_works(&gw.url, &sid);
+    back_to_baseline(&gw, baseline, 2);
+}
+
+/// A second test host: a network namespace joined to this one by a veth link whose both
+/// directions the kernel shapes to `rate` (`htb`). Removed (with its link) on drop.
+struct SlowHost {
+    name: String,
+    /// The namespace's address, as this host reaches it.
+    addr: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("`ip` runs (iproute2 is installed by scripts/install-test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "ip {}: {} (network namespaces need root, as the test command runs)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl SlowHost {
+    fn new(rate: &str) -> Self {
+        let id = std::process::id() % 250 + 1;
+        let name = format!("mgw-slow-{}", std::process::id());
+        let (outer, inner) = (format!("mgwa{id}"), format!("mgwb{id}"));
+        // Leftovers of an earlier run with the same pid.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &outer]).output();
+        ip(&["netns", "add", &name]);
+        let host = Self {
+            name: name.clone(),
+            addr: std::net::Ipv4Addr::new(10, 231, u8::try_from(id).expect("id"), 2),
+        };
+        let local = format!("10.231.{id}.1/24");
+        let remote = format!("{}/24", host.addr);
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ]);
+        ip(&["link", "set", &inner, "netns", &name]);
+        ip(&["addr", "add", &local, "dev", &outer]);
+        ip(&["link", "set", &outer, "up"]);
+        ip(&["-n", &name, "addr", "add", &remote, "dev", &inner]);
+        ip(&["-n", &name, "link", "set", &inner, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        for (ns, dev) in [(None, &outer), (Some(&name), &inner)] {
+            let tc = |args: &[&str]| {
+                let mut c = Command::new("tc");
+                if let Some(ns) = ns {
+                    c.args(["-n", ns.as_str()]);
+                }
+                let out = c.args(args).output().expect("tc runs");
+                assert!(
+                    out.status.success(),
+                    "tc {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            tc(&[
+                "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10",
+            ]);
+            tc(&[
+                "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", rate,
+                "ceil", rate, "burst", "1600b", "cburst", "1600b",
+            ]);
+        }
+        host
+    }
+
+    /// Runs a program inside the namespace.
+    fn command(&self, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for SlowHost {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its veth end, and with it the pair.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn an_upstream_behind_a_slow_link_answers_small_calls_and_times_out_big_ones() {
+    let host = SlowHost::new("96kbit");
+    let port = free_port().expect("port");
+    let mut command = host.command(&node().expect("node"));
+    command
+        .arg(node_module("@modelcontextprotocol/server-everything/dist/index.js").expect("module"))
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .current_dir(peers_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut upstream = ChildGuard::spawn("server-everything (slow host)", &mut command)
+        .expect("server-everything starts in the namespace");
+    let ready = format!("listening on port {port}");
+    wait_for_stderr(&mut upstream, Duration::from_secs(60), move |line| {
+        line.contains(&ready).then_some(())
+    })
+    .expect("server-everything is ready");
+    let url = format!("http://{}:{port}/mcp", host.addr);
+    let gw = start(
+        "faults-slow-link",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n\n{}\n[[server]]\nname = \"remote\"\nurl = {}\ntimeout_ms = 1500\nlist_timeout_ms = 30000\n",
+            demo_server(),
+            q(&url)
+        ),
+    );
+    let sid = session(&gw.url);
+    // The handshake and the tool list cross the slow link; wait until the tools are listed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, msg) = post(
+            &gw.url,
+            &[
+                ("mcp-session-id", &sid),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {}}).to_string(),
+        );
+        let listed = msg["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "remote__echo"));
+        if listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream on the slow link never joined: {msg}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let baseline = gauges(&gw);
+    // A small call fits in the link's budget.
+    let msg = call(
+        &gw.url,
+        &sid,
+        1,
+        "remote__echo",
+        json!({"message": "small"}),
+    );
+    assert_eq!(msg["result"]["content"][0]["text"], "Echo: small", "{msg}");
+    // 32 KiB each way take over 2.7 s at 96 kbit/s: a clear timeout at 1.5 s, and the local
+    // server answers meanwhile and after.
+    let big = "x".repeat(32 * 1024);
+    let started = Instant::now();
+    let msg = call(&gw.url, &sid, 2, "remote__echo", json!({"message": big}));
+    let took = started.elapsed();
+    assert_eq!(msg["error"]["code"], -32011, "an upstream timeout: {msg}");
+    assert!(
+        msg["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("remote") && m.contains("1500")),
+        "{msg}"
+    );
+    assert!(took < Duration::from_secs(10), "timed out late: {took:?}");
+    echo_works(&gw.url, &sid);
+    // The link drains and the upstream answers small calls again.
+    std::thread::sleep(Duration::from_secs(4));
+    let msg = call(
+        &gw.url,
+        &sid,
+        3,
+        "remote__echo",
+        json!({"message": "again"}),
+    );
+    assert_eq!(msg["result"]["content"][0]["text"], "Echo: again", "{msg}");
     back_to_baseline(&gw, baseline, 2);
 }
 
