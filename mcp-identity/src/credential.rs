@@ -770,6 +770,7 @@ where
                         fut,
                         req: Some(req),
                         inner,
+                        step_up: None,
                     },
                 }
             }
@@ -777,12 +778,18 @@ where
                 req.ctx.extensions.remove::<BearerToken>();
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
+                let step_up = self.shared.oauth.as_ref().map(|registry| StepUp {
+                    registry: Arc::clone(registry),
+                    identity: Arc::clone(&identity),
+                    server: Arc::clone(&server),
+                });
                 let fut = Box::pin(Arc::clone(&self.shared).oauth_token(server, creds, identity));
                 ResponseFuture {
                     state: State::Exchanging {
                         fut,
                         req: Some(req),
                         inner,
+                        step_up,
                     },
                 }
             }
@@ -861,19 +868,57 @@ pin_project! {
     }
 }
 
+/// What an OAuth upstream's refusal of a stored token needs to become a fresh (step-up)
+/// authorization URL for the user.
+struct StepUp {
+    registry: Arc<OAuthRegistry>,
+    identity: Arc<Identity>,
+    server: Arc<str>,
+}
+
+impl StepUp {
+    /// The `WWW-Authenticate` challenge of an upstream that refused the token (core's
+    /// `UPSTREAM_AUTH_REQUIRED` carries it), if this response is one.
+    fn challenge(response: &McpResponse) -> Option<String> {
+        let e = response.body.as_ref().err()?;
+        if e.code.0 != codes::UPSTREAM_AUTH_REQUIRED {
+            return None;
+        }
+        e.data
+            .as_ref()?
+            .get("wwwAuthenticate")?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The refusal turned into an authorization URL: for `insufficient_scope` one asking for
+    /// the union of the granted and the demanded scopes, else a new grant.
+    async fn rewrite(self, mut response: McpResponse, challenge: String) -> McpResponse {
+        tracing::info!(server = %self.server, challenge = %challenge, "upstream refused the user's OAuth token; asking the user to authorize");
+        response.body = Err(self
+            .registry
+            .challenge_error(&self.identity, &self.server, Some(&challenge))
+            .await);
+        response
+    }
+}
+
+type Rewriting = Pin<Box<dyn Future<Output = McpResponse> + Send>>;
+
 pin_project! {
     #[project = StateProj]
     enum State<S: Service<McpRequest>> {
-        Inner { #[pin] fut: S::Future },
+        Inner { #[pin] fut: S::Future, step_up: Option<StepUp> },
         Refused { response: Option<McpResponse> },
-        Exchanging { fut: Exchanging, req: Option<McpRequest>, inner: S },
+        Exchanging { fut: Exchanging, req: Option<McpRequest>, inner: S, step_up: Option<StepUp> },
+        Rewriting { fut: Rewriting },
     }
 }
 
 impl<S: Service<McpRequest>> ResponseFuture<S> {
     fn inner(fut: S::Future) -> Self {
         Self {
-            state: State::Inner { fut },
+            state: State::Inner { fut, step_up: None },
         }
     }
 }
@@ -888,7 +933,18 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { fut } => return fut.poll(cx),
+                StateProj::Inner { fut, step_up } => {
+                    let response = ready!(fut.poll(cx))?;
+                    let challenge = step_up.as_ref().and_then(|_| StepUp::challenge(&response));
+                    match (step_up.take(), challenge) {
+                        (Some(step_up), Some(challenge)) => {
+                            let fut = Box::pin(step_up.rewrite(response, challenge));
+                            this.state.set(State::Rewriting { fut });
+                        }
+                        _ => return Poll::Ready(Ok(response)),
+                    }
+                }
+                StateProj::Rewriting { fut } => return fut.as_mut().poll(cx).map(Ok),
                 StateProj::Refused { response } => {
                     return Poll::Ready(
                         response
@@ -896,7 +952,12 @@ where
                             .ok_or_else(|| "credential future polled after completion".into()),
                     );
                 }
-                StateProj::Exchanging { fut, req, inner } => {
+                StateProj::Exchanging {
+                    fut,
+                    req,
+                    inner,
+                    step_up,
+                } => {
                     let result = ready!(fut.as_mut().poll(cx));
                     let Some(mut req) = req.take() else {
                         return Poll::Ready(
@@ -907,7 +968,8 @@ where
                         Ok(creds) => {
                             attach(&mut req.ctx.extensions, creds);
                             let fut = inner.call(req);
-                            this.state.set(State::Inner { fut });
+                            let step_up = step_up.take();
+                            this.state.set(State::Inner { fut, step_up });
                         }
                         Err(e) => {
                             let response = Some(req.error(e));

@@ -61,7 +61,26 @@ async fn oauth_upstream(issuer: String) -> (String, Arc<Mutex<Vec<String>>>) {
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| v.strip_prefix("Bearer "))
                                 .map(str::to_owned);
+                            let needs = req
+                                .headers()
+                                .get("x-needs-scope")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
                             match bearer.filter(|b| b.split('.').count() == 3) {
+                                Some(_) if needs.is_some() => {
+                                    let mut r = Response::new(Full::new(Bytes::new()));
+                                    *r.status_mut() = StatusCode::FORBIDDEN;
+                                    r.headers_mut().insert(
+                                        "www-authenticate",
+                                        format!(
+                                            "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+                                            needs.unwrap_or_default()
+                                        )
+                                        .parse()
+                                        .unwrap(),
+                                    );
+                                    r
+                                }
                                 Some(b) => {
                                     seen.lock().unwrap().push(b.clone());
                                     Response::new(Full::new(Bytes::from(
@@ -109,12 +128,24 @@ fn dispatch(
                     rb = rb.header(n, v);
                 }
             }
+            if let Some(needs) = req.params.get("needs_scope").and_then(Value::as_str) {
+                rb = rb.header("x-needs-scope", needs);
+            }
             let resp = rb.body("{}").send().await?;
-            if resp.status() == StatusCode::UNAUTHORIZED {
+            if matches!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
+                // As core reports a refusal: the challenge goes along.
+                let challenge = resp
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 return Ok(req.error(mcp_gateway_core::error(
                     codes::UPSTREAM_AUTH_REQUIRED,
-                    "401",
-                    None,
+                    format!("HTTP {}", resp.status().as_u16()),
+                    Some(json!({"server": "files", "wwwAuthenticate": challenge})),
                 )));
             }
             let v: Value = resp.json().await?;
@@ -271,6 +302,25 @@ async fn discovery_dcr_pkce_callback_refresh_and_step_up() {
         .authorization_url(&alice, "files", Some(&step))
         .await
         .unwrap();
+    let scopes: Vec<String> = query(&url)["scope"].split(' ').map(str::to_owned).collect();
+    assert!(
+        scopes.contains(&"files:read".to_owned()) && scopes.contains(&"files:write".to_owned()),
+        "{scopes:?}"
+    );
+
+    // The same when the upstream refuses a call through the layer: the user's grant lacks
+    // `files:write`, and the caller gets a step-up URL for the union instead of a bare refusal.
+    let mut needs_write = request(&alice);
+    needs_write
+        .params
+        .insert("needs_scope".into(), json!("files:write"));
+    let r = svc.clone().oneshot(needs_write).await.unwrap();
+    let e = r.body.unwrap_err();
+    assert_eq!(e.code.0, codes::UPSTREAM_AUTH_REQUIRED, "{e:?}");
+    let url = e.data.unwrap()["authorizationUrl"]
+        .as_str()
+        .expect("a step-up URL, not the upstream's bare refusal")
+        .to_owned();
     let scopes: Vec<String> = query(&url)["scope"].split(' ').map(str::to_owned).collect();
     assert!(
         scopes.contains(&"files:read".to_owned()) && scopes.contains(&"files:write".to_owned()),
