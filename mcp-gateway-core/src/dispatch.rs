@@ -105,7 +105,7 @@ impl Dispatch {
     pub fn new(catalog: Catalog, upstreams: Vec<Upstream>, config: DispatchConfig) -> Self {
         let pool = Pool::new(
             EventBus::default(),
-            catalog.naming().clone(),
+            catalog.clone(),
             tokio_util::sync::CancellationToken::new(),
             Duration::from_secs(300),
         );

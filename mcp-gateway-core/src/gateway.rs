@@ -133,7 +133,7 @@ impl GatewayBuilder {
         ));
         let pool = Pool::new(
             events.clone(),
-            self.naming.clone(),
+            catalog.clone(),
             shutdown.child_token(),
             Duration::from_secs(300),
         );
@@ -299,7 +299,9 @@ async fn refresh_loop(
 }
 
 /// Fetches every page of every list the upstream says it offers.
-async fn fetch_lists(upstream: &Upstream) -> Result<ServerLists, crate::message::ErrorData> {
+pub(crate) async fn fetch_lists(
+    upstream: &Upstream,
+) -> Result<ServerLists, crate::message::ErrorData> {
     let Status::Ready { info } = upstream.status() else {
         return Err(crate::message::error(
             crate::codes::UPSTREAM_UNAVAILABLE,

@@ -792,4 +792,31 @@ url = {up}
     assert_eq!(claims["aud"], upstream_url.as_str(), "{claims}");
     assert_eq!(claims["iss"], issuer.as_str(), "{claims}");
     no_grant(&mallory, "Alice's grant is hers alone");
+    // The server refuses the gateway's own connection (it needs each user's grant), so its
+    // tools reach the catalog through Alice's connection: clients can discover them now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sid = session(&gw.url, &[("authorization", &alice)]);
+    loop {
+        let (_, _, msg) = post(
+            &gw.url,
+            &[
+                ("authorization", &alice),
+                ("mcp-session-id", &sid),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            &json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {}}).to_string(),
+        );
+        let names: Vec<&str> = msg["result"]["tools"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default();
+        if names.contains(&"files__whoami") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the per-user server's tools never reached the catalog: {msg}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

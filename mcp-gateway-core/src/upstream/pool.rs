@@ -18,9 +18,9 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Status, Transport, Upstream, UpstreamConfig, UpstreamParts};
+use super::{Status, Transport, Upstream, UpstreamParts};
 use crate::{
-    catalog::Naming,
+    catalog::{Catalog, Naming},
     events::EventBus,
     message::{ErrorData, codes, error},
 };
@@ -59,21 +59,24 @@ pub(crate) struct Pool {
     naming: Naming,
     shutdown: CancellationToken,
     idle: Duration,
+    /// Where a connection that stands in for a configured one lists its server's features.
+    catalog: Catalog,
 }
 
 impl Pool {
     pub(crate) fn new(
         events: EventBus,
-        naming: Naming,
+        catalog: Catalog,
         shutdown: CancellationToken,
         idle: Duration,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
             events,
-            naming,
+            naming: catalog.naming().clone(),
             shutdown,
             idle,
+            catalog,
         });
         tokio::spawn(reap(Arc::downgrade(&pool), idle));
         pool
@@ -90,7 +93,7 @@ impl Pool {
         let upstream = {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             let entry = entries.entry(key).or_insert_with(|| Entry {
-                upstream: self.open(base.config(), endpoint),
+                upstream: self.open(base, endpoint),
                 last_used: Instant::now(),
             });
             entry.last_used = Instant::now();
@@ -134,8 +137,8 @@ impl Pool {
         }
     }
 
-    fn open(&self, base: &UpstreamConfig, endpoint: &Endpoint) -> Upstream {
-        let mut config = base.clone();
+    fn open(&self, base: &Upstream, endpoint: &Endpoint) -> Upstream {
+        let mut config = base.config().clone();
         if let Transport::Http { url, headers } = &mut config.transport {
             if let Some(u) = &endpoint.url {
                 *url = u.clone();
@@ -156,9 +159,8 @@ impl Pool {
                     .collect(),
             };
         }
-        // Its lists are not merged into the catalog (the configured server's are).
-        let (refresh, _) = mpsc::unbounded_channel();
-        Upstream::spawn(
+        let (refresh, lists_changed) = mpsc::unbounded_channel();
+        let upstream = Upstream::spawn(
             config,
             UpstreamParts {
                 events: self.events.clone(),
@@ -166,12 +168,53 @@ impl Pool {
                 naming: self.naming.clone(),
                 shutdown: self.shutdown.child_token(),
             },
-        )
+        );
+        tokio::spawn(stand_in_lister(
+            base.clone(),
+            std::sync::Arc::downgrade(&upstream.shared),
+            lists_changed,
+            self.catalog.clone(),
+        ));
+        upstream
     }
 
     /// How many per-endpoint connections are open.
     pub(crate) fn len(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+}
+
+/// Lists a server's features through a per-endpoint connection when (and only while) its
+/// configured connection cannot: the server refused the gateway's own credentials because it
+/// needs each user's (per-user API keys, OAuth). Without this such a server's tools would never
+/// reach the catalog, so clients could not discover them. The catalog keeps one list per
+/// server: the features a signed-in user's connection saw, which policy then filters per caller.
+/// Runs until the connection is gone (its `list_changed` channel closes).
+async fn stand_in_lister(
+    base: Upstream,
+    connection: std::sync::Weak<super::Shared>,
+    mut lists_changed: mpsc::UnboundedReceiver<Arc<str>>,
+    catalog: Catalog,
+) {
+    while lists_changed.recv().await.is_some() {
+        let refused =
+            !matches!(base.status(), Status::Ready { .. }) && base.auth_challenge().is_some();
+        if !refused {
+            continue;
+        }
+        let Some(shared) = connection.upgrade() else {
+            return;
+        };
+        let upstream = Upstream { shared };
+        match crate::gateway::fetch_lists(&upstream).await {
+            Ok(lists) => {
+                tracing::info!(server = %base.name(), "listed through a user's connection (the server refuses the gateway's own credentials)");
+                catalog.update(base.name(), lists);
+            }
+            Err(e) => {
+                tracing::warn!(server = %base.name(), error = %e.message, "listing through a user's connection failed");
+            }
+        }
     }
 }
 
