@@ -11,11 +11,17 @@
 //!   against the shared secret (401): both sides are HMAC-SHA256'd under a per-process random key
 //!   and compared with `ring::hmac::verify` (constant time). `initialize` is answered from the
 //!   child's own initialize result; other requests are forwarded and their answers returned as
-//!   `application/json`, or, when the request carries a progress token and accepts
-//!   `text/event-stream`, as an SSE stream of the child's progress notifications for it (under
-//!   the caller's token) followed by the answer; notifications get 202. The bridge keeps no HTTP
-//!   session (no `Mcp-Session-Id`); other server-to-client messages (logging, sampling,
-//!   elicitation, roots) are not relayed.
+//!   `application/json`; when the caller accepts `text/event-stream` and the child has
+//!   something for it before the answer, as an SSE stream of those messages followed by the
+//!   answer: its progress notifications for the request (under the caller's token), its log
+//!   messages, and its requests to the client (sampling, elicitation, roots), whose answers the
+//!   caller POSTs back (routed by the bridge's request id; `202`). Notifications get `202`. The
+//!   bridge keeps no HTTP session (no `Mcp-Session-Id`).
+//! - A stdio child's request or log message says nothing about which client request caused it.
+//!   The bridge relays it while exactly one request that can take it (SSE) is in flight, which
+//!   is then the only candidate; with none or several, log messages are dropped, `roots/list`
+//!   is answered with no roots, and sampling or elicitation are refused with an error naming
+//!   the reason, so a shared instance never sends one caller's prompt to another.
 //! - When the child exits, the bridge is not ready until a new child (restarted with exponential
 //!   backoff, 100 ms up to 5 s) has passed initialize and tools/list again.
 //! - The secret is read from an environment variable and removed from the child's environment.
@@ -154,25 +160,227 @@ struct State {
     ready: AtomicBool,
     restarts: AtomicU64,
     peer: RwLock<Option<(Peer<RoleClient>, Value)>>,
-    /// Progress notifications from the child, for the SSE answers waiting on them.
-    progress: tokio::sync::broadcast::Sender<ProgressNotificationParam>,
+    /// What the child sends towards the client, for the requests in flight.
+    relay: Arc<Relay>,
 }
 
-/// The bridge's side of the child's MCP session: progress notifications are passed to the
-/// requests that asked for them; other server-to-client messages are not relayed.
+/// Something the child sent towards the client.
+#[derive(Clone, Debug)]
+enum ChildEvent {
+    /// A progress notification (matched to its request by token).
+    Progress(ProgressNotificationParam),
+    /// A log message or a request to the client, as the JSON-RPC message to put on the stream.
+    Message(Value),
+}
+
+/// How long the child's request to the client may wait for the client's answer.
+const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The child's messages towards the client, and its requests waiting for the client's answer.
+#[derive(Debug)]
+struct Relay {
+    events: tokio::sync::broadcast::Sender<ChildEvent>,
+    /// Requests in flight that can take relayed messages (their caller accepts SSE).
+    listening: std::sync::atomic::AtomicUsize,
+    /// The child's requests to the client, by the bridge's id, waiting for the client's answer.
+    waiting:
+        std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
+    next_id: AtomicU64,
+}
+
+impl Relay {
+    fn new() -> Self {
+        Self {
+            events: tokio::sync::broadcast::channel(256).0,
+            listening: std::sync::atomic::AtomicUsize::new(0),
+            waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Counts a request that takes relayed messages while the guard lives.
+    fn listen(self: &Arc<Self>) -> Listening {
+        self.listening.fetch_add(1, Ordering::AcqRel);
+        Listening(Arc::clone(self))
+    }
+
+    /// Why the child's message cannot be relayed now: unless exactly one caller listens, the
+    /// bridge cannot tell whose request caused it.
+    fn ambiguity(&self) -> Option<String> {
+        match self.listening.load(Ordering::Acquire) {
+            1 => None,
+            0 => Some("no client request is in flight to ask".into()),
+            n => Some(format!(
+                "{n} client requests are in flight and a stdio server's request does not say which one it belongs to"
+            )),
+        }
+    }
+
+    /// Relays one of the child's requests to the client and waits for the answer.
+    async fn request<P: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        params: P,
+        cancelled: CancellationToken,
+    ) -> Result<R, rmcp::ErrorData> {
+        let refuse = |why: String| {
+            rmcp::ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("{method}: {why}"),
+                None,
+            )
+        };
+        if let Some(why) = self.ambiguity() {
+            return Err(refuse(why));
+        }
+        let id = format!(
+            "mcp-bridge-{}",
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.lock_waiting().insert(id.clone(), tx);
+        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        if self.events.send(ChildEvent::Message(message)).is_err() {
+            self.lock_waiting().remove(&id);
+            return Err(refuse("no client request is in flight to ask".into()));
+        }
+        let answer = tokio::select! {
+            a = tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, rx) => a,
+            _ = cancelled.cancelled() => {
+                self.lock_waiting().remove(&id);
+                return Err(refuse("cancelled by the server".into()));
+            }
+        };
+        self.lock_waiting().remove(&id);
+        let answer = match answer {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => return Err(refuse("the client went away".into())),
+            Err(_) => return Err(refuse("the client did not answer in time".into())),
+        };
+        if let Some(e) = answer.get("error") {
+            return Err(serde_json::from_value(e.clone()).unwrap_or_else(|_| {
+                rmcp::ErrorData::new(
+                    ErrorCode::INTERNAL_ERROR,
+                    format!("{method}: the client refused"),
+                    None,
+                )
+            }));
+        }
+        serde_json::from_value(answer.get("result").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            rmcp::ErrorData::new(
+                ErrorCode::INVALID_PARAMS,
+                format!("{method}: the client's answer is malformed: {e}"),
+                None,
+            )
+        })
+    }
+
+    /// Hands the client's answer (a JSON-RPC response) to the child's request waiting for it.
+    /// `false` when no request waits under that id.
+    fn answer(&self, id: &Value, message: Value) -> bool {
+        let Some(id) = id.as_str() else { return false };
+        match self.lock_waiting().remove(id) {
+            Some(tx) => tx.send(message).is_ok(),
+            None => false,
+        }
+    }
+
+    fn lock_waiting(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, tokio::sync::oneshot::Sender<Value>>,
+    > {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A request in flight that takes relayed messages; counted until dropped.
+struct Listening(Arc<Relay>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.listening.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The bridge's side of the child's MCP session: it offers the client capabilities a gateway
+/// relays (sampling, elicitation, roots) and passes what the child sends to the requests in
+/// flight.
 #[derive(Clone)]
 struct ChildEvents {
-    progress: tokio::sync::broadcast::Sender<ProgressNotificationParam>,
+    relay: Arc<Relay>,
 }
 
+#[allow(deprecated)] // sampling, roots and logging: deprecated by SEP-2577, still spoken.
 impl ClientHandler for ChildEvents {
+    fn get_info(&self) -> rmcp::model::ClientInfo {
+        let capabilities: rmcp::model::ClientCapabilities = serde_json::from_value(json!({
+            "sampling": {},
+            "elicitation": {"form": {}, "url": {}},
+            "roots": {"listChanged": true},
+        }))
+        .unwrap_or_default();
+        rmcp::model::ClientInfo::new(
+            capabilities,
+            rmcp::model::Implementation::new("mcp-bridge", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
         // Nobody listening (no SSE answer in flight) is fine.
-        let _ = self.progress.send(params);
+        let _ = self.relay.events.send(ChildEvent::Progress(params));
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(why) = self.relay.ambiguity() {
+            tracing::debug!("mcp-bridge: log message not relayed: {why}");
+            return;
+        }
+        let message =
+            json!({"jsonrpc": "2.0", "method": "notifications/message", "params": params});
+        let _ = self.relay.events.send(ChildEvent::Message(message));
+    }
+
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        self.relay
+            .request("sampling/createMessage", params, context.ct)
+            .await
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: rmcp::model::ElicitRequestParams,
+        context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        self.relay
+            .request("elicitation/create", params, context.ct)
+            .await
+    }
+
+    async fn list_roots(
+        &self,
+        context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        // Servers ask for roots at startup too, when no client is there: no roots then.
+        if self.relay.ambiguity().is_some() {
+            return Ok(rmcp::model::ListRootsResult::default());
+        }
+        self.relay
+            .request("roots/list", json!({}), context.ct)
+            .await
     }
 }
 
@@ -231,7 +439,7 @@ impl Bridge {
             ready: AtomicBool::new(false),
             restarts: AtomicU64::new(0),
             peer: RwLock::new(None),
-            progress: tokio::sync::broadcast::channel(256).0,
+            relay: Arc::new(Relay::new()),
         });
         let stop = CancellationToken::new();
         tokio::spawn(supervise(state.clone(), config, stop.clone()));
@@ -267,7 +475,7 @@ impl Bridge {
 
 async fn start_child(
     config: &BridgeConfig,
-    progress: tokio::sync::broadcast::Sender<ProgressNotificationParam>,
+    relay: Arc<Relay>,
 ) -> Result<RunningService<RoleClient, ChildEvents>, Box<dyn std::error::Error + Send + Sync>> {
     let mut cmd = tokio::process::Command::new(&config.command[0]);
     cmd.args(&config.command[1..]).stderr(Stdio::inherit());
@@ -275,7 +483,7 @@ async fn start_child(
         cmd.env_remove(v);
     }
     let transport = TokioChildProcess::new(cmd)?;
-    let running = ChildEvents { progress }.serve(transport).await?;
+    let running = ChildEvents { relay }.serve(transport).await?;
     if running
         .peer()
         .peer_info()
@@ -292,7 +500,7 @@ async fn supervise(state: Arc<State>, config: BridgeConfig, stop: CancellationTo
         let started = Instant::now();
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
-            r = start_child(&config, state.progress.clone()) => r,
+            r = start_child(&config, state.relay.clone()) => r,
         };
         match attempt {
             Ok(mut running) => {
@@ -456,8 +664,14 @@ async fn handle(state: &State, remote: SocketAddr, req: Request<Incoming>) -> Re
         .and_then(Value::as_str)
         .map(str::to_owned)
     else {
-        // A response from the client to a server request: nothing is relayed.
-        return text(StatusCode::ACCEPTED, "");
+        // The client's answer to one of the child's requests.
+        return match id {
+            Some(id) if state.relay.answer(&id, value) => text(StatusCode::ACCEPTED, ""),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "no request of the server waits for this answer\n",
+            ),
+        };
     };
     let peer = state.peer.read().await.clone();
     let Some((peer, info)) = peer else {
@@ -500,14 +714,13 @@ async fn handle(state: &State, remote: SocketAddr, req: Request<Incoming>) -> Re
             ));
         }
     };
-    let wants_sse = req_accepts_sse;
-    let token = progress_token.filter(|_| wants_sse);
-    let Some(token) = token else {
+    if !req_accepts_sse {
         return json_response(&answer(&id, peer.send_request(request).await));
-    };
-    // The caller asked for progress and takes SSE: stream the child's progress notifications
-    // (under the caller's token), then the answer.
-    let mut progress = state.progress.subscribe();
+    }
+    // The caller takes SSE: the answer stays plain JSON unless the child sends something for
+    // the caller first (progress for this request, a log message, a request to the client).
+    let mut events = state.relay.events.subscribe();
+    let listening = state.relay.listen();
     let handle = match peer
         .send_request_with_option(request, PeerRequestOptions::no_options())
         .await
@@ -516,49 +729,83 @@ async fn handle(state: &State, remote: SocketAddr, req: Request<Incoming>) -> Re
         Err(e) => return json_response(&answer(&id, Err(e))),
     };
     let child_token = handle.progress_token.clone();
+    let for_caller = move |e: &ChildEvent| -> Option<Value> {
+        match e {
+            ChildEvent::Progress(p) if p.progress_token == child_token => {
+                let token = progress_token.clone()?;
+                let mut params = serde_json::to_value(p).unwrap_or_else(|_| json!({}));
+                params["progressToken"] = token;
+                Some(
+                    json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params}),
+                )
+            }
+            ChildEvent::Progress(_) => None,
+            ChildEvent::Message(m) => Some(m.clone()),
+        }
+    };
+    let mut response = Box::pin(handle.await_response());
+    let first = loop {
+        tokio::select! {
+            r = &mut response => return json_response(&answer(&id, r)),
+            e = events.recv() => match e {
+                Ok(e) => if let Some(m) = for_caller(&e) { break m },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return json_response(&answer(&id, response.await));
+                }
+            },
+        }
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
+        let _listening = listening;
         let event = |v: &Value| Bytes::from(format!("event: message\ndata: {v}\n\n"));
-        let relay = |p: &ProgressNotificationParam| {
-            let mut params = serde_json::to_value(p).unwrap_or_else(|_| json!({}));
-            params["progressToken"] = token.clone();
-            event(&json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params}))
+        let is_last_progress = |m: &Value| {
+            let p = &m["params"];
+            m["method"] == "notifications/progress"
+                && p["total"]
+                    .as_f64()
+                    .is_some_and(|t| p["progress"].as_f64().is_some_and(|v| v >= t))
         };
-        let done = |p: &ProgressNotificationParam| p.total.is_some_and(|t| p.progress >= t);
-        let response = handle.await_response();
-        tokio::pin!(response);
-        let mut finished = false;
+        let mut finished = is_last_progress(&first);
+        let mut progressed = first["method"] == "notifications/progress";
+        if tx.send(event(&first)).await.is_err() {
+            return; // the caller went away
+        }
         let result = loop {
             tokio::select! {
                 r = &mut response => break r,
-                p = progress.recv() => match p {
-                    Ok(p) if p.progress_token == child_token => {
-                        finished |= done(&p);
-                        if tx.send(relay(&p)).await.is_err() {
-                            return; // the caller went away
+                e = events.recv() => match e {
+                    Ok(e) => if let Some(m) = for_caller(&e) {
+                        progressed |= m["method"] == "notifications/progress";
+                        finished |= is_last_progress(&m);
+                        if tx.send(event(&m)).await.is_err() {
+                            return;
                         }
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break response.await,
                 },
             }
         };
         // rmcp hands each notification to its own task but completes the response inline, so
         // the last progress can still be on its way: let it through first (bounded).
         let settle = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
-        while !finished {
+        while progressed && !finished {
             let wait = tokio::time::timeout_at(
                 settle.min(tokio::time::Instant::now() + std::time::Duration::from_millis(50)),
-                progress.recv(),
+                events.recv(),
             );
             match wait.await {
-                Ok(Ok(p)) if p.progress_token == child_token => {
-                    finished = done(&p);
-                    if tx.send(relay(&p)).await.is_err() {
-                        return;
+                Ok(Ok(e)) => {
+                    if let Some(m) = for_caller(&e) {
+                        finished = is_last_progress(&m);
+                        if tx.send(event(&m)).await.is_err() {
+                            return;
+                        }
                     }
                 }
-                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
             }
         }
@@ -652,6 +899,45 @@ mod tests {
         assert!(all.contains("8.8.8.8".parse().unwrap()));
         assert!("1.2.3.4/33".parse::<IpNet>().is_err());
         assert!("nope".parse::<IpNet>().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_childs_requests_go_only_to_the_one_caller_in_flight() {
+        let relay = Arc::new(Relay::new());
+        let ask = |relay: Arc<Relay>| async move {
+            relay
+                .request::<_, Value>(
+                    "sampling/createMessage",
+                    json!({}),
+                    CancellationToken::new(),
+                )
+                .await
+        };
+        // Nobody, or two callers in flight: refused with the reason, nothing is sent.
+        let e = ask(relay.clone()).await.unwrap_err();
+        assert!(e.message.contains("no client request"), "{e:?}");
+        let (a, b) = (relay.listen(), relay.listen());
+        let e = ask(relay.clone()).await.unwrap_err();
+        assert!(e.message.contains("2 client requests"), "{e:?}");
+        drop(b);
+        // One caller: it gets the request, and its answer (by the bridge's id) completes it.
+        let mut events = relay.events.subscribe();
+        let pending = tokio::spawn(ask(relay.clone()));
+        let ChildEvent::Message(m) = events.recv().await.unwrap() else {
+            panic!("a message")
+        };
+        assert_eq!(m["method"], "sampling/createMessage");
+        assert!(
+            !relay.answer(&json!("mcp-bridge-999"), json!({})),
+            "unknown id"
+        );
+        assert!(relay.answer(
+            &m["id"],
+            json!({"jsonrpc": "2.0", "id": m["id"], "result": {"ok": true}})
+        ));
+        assert_eq!(pending.await.unwrap().unwrap(), json!({"ok": true}));
+        drop(a);
+        assert_eq!(relay.listening.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -761,3 +761,68 @@ health = {{ interval_ms = 300, failure_threshold = 2 }}
         processes_with(&m).is_empty().then_some(())
     });
 }
+
+/// A stdio server the gateway runs reaches the client through the bridge: the npm reference
+/// server (`server-everything`, stdio) run as a local managed instance asks the Python SDK client
+/// for a sampling completion and for elicited input in the middle of tool calls, and both answers
+/// come back to it.
+#[test]
+fn a_managed_stdio_servers_requests_reach_the_client_through_the_bridge() {
+    let dir = scratch_dir("managed-relay").unwrap();
+    let config_path = dir.join("gateway.toml");
+    let node = mcp_gateway_tests::node().unwrap();
+    let script =
+        mcp_gateway_tests::node_module("@modelcontextprotocol/server-everything/dist/index.js")
+            .unwrap();
+    let q = |p: &Path| serde_json::to_string(&p.to_string_lossy()).unwrap();
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"listen = "127.0.0.1:0"
+
+[[managed]]
+sharing = "shared"
+runtime = {{ type = "local" }}
+[managed.spec]
+name = "everything"
+kind = "command"
+command = {node}
+args = [{script}, "stdio"]
+health = {{ interval_ms = 500, failure_threshold = 3, ready_timeout_ms = 60000 }}
+"#,
+            node = q(&node),
+            script = q(&script),
+        ),
+    )
+    .unwrap();
+    let gw = mcp_gateway_tests::spawn_gateway("managed-relay", &config_path, &[]).unwrap();
+    let report = mcp_gateway_tests::python::run_script(
+        "gateway_client.py",
+        &[
+            "legacy",
+            gw.url.as_str(),
+            &json!({
+                "sampling": {"name": "everything__trigger-sampling-request",
+                             "arguments": {"prompt": "say hi", "maxTokens": 16}},
+                "elicitation": {"name": "everything__trigger-elicitation-request", "arguments": {}},
+            })
+            .to_string(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(report["sampling"]["requests"], 1, "{report}");
+    assert!(
+        report["sampling"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("sampled by the python client")),
+        "the client's completion reached the server: {report}"
+    );
+    assert_eq!(report["elicitation"]["requests"], 1, "{report}");
+    assert!(
+        report["elicitation"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Ada")),
+        "the client's elicited answer reached the server: {report}"
+    );
+    stop(gw);
+}
