@@ -14,6 +14,7 @@
 //! arrived on; for stdio upstreams by the in-flight request (the most recent one when several are
 //! in flight and the upstream does not say which).
 
+mod direct;
 mod handler;
 mod inflight;
 mod pool;
@@ -27,7 +28,7 @@ use std::{
 };
 
 use rmcp::{
-    model::{ClientRequest, GetMeta, ProtocolVersion, ServerPeerInfo},
+    model::{ClientRequest, ProtocolVersion, ServerPeerInfo},
     service::{
         ClientLifecycleMode, ClientServiceExt, Peer, PeerRequestOptions, RoleClient,
         RunningService, ServiceError,
@@ -155,6 +156,8 @@ enum State {
     Ready {
         peer: Peer<RoleClient>,
         info: Arc<ServerPeerInfo>,
+        /// Requests bypass rmcp on this path (Streamable HTTP in a 2025 session).
+        direct: Option<Arc<direct::Direct>>,
     },
     Down {
         reason: String,
@@ -267,6 +270,14 @@ impl Upstream {
         }
     }
 
+    /// The direct path, when the connection has one.
+    fn direct(&self) -> Option<Arc<direct::Direct>> {
+        match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
+            State::Ready { direct, .. } => direct.clone(),
+            _ => None,
+        }
+    }
+
     /// The connected peer, or the error a caller should see.
     pub(crate) fn peer(&self) -> Result<Peer<RoleClient>, ErrorData> {
         match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
@@ -302,20 +313,30 @@ impl Upstream {
     pub(crate) async fn request_with_timeout(
         &self,
         method: &Method,
-        params: JsonObject,
+        mut params: JsonObject,
         ctx: &RequestContext,
         timeout: Duration,
     ) -> Result<Value, ErrorData> {
-        let peer = self.peer()?;
-        let mut request = client_request(method, params)?;
         // W3C trace context (SEP-414): the caller's (or the audit layer's) `_meta.traceparent`
         // passes through; otherwise the request's own context goes along. HTTP upstreams get it
-        // as the `traceparent` header too (see `trace_header`).
-        if request.get_meta().get_traceparent().is_none() {
-            request
-                .get_meta_mut()
-                .set_traceparent(ctx.trace.traceparent());
+        // as the `traceparent` header too (see `trace_header`, `direct`).
+        if let Value::Object(meta) = params
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(JsonObject::new()))
+            && !meta.contains_key("traceparent")
+        {
+            meta.insert("traceparent".into(), Value::String(ctx.trace.traceparent()));
         }
+        if let Some(direct) = self.direct() {
+            match tokio::time::timeout(timeout, direct.request(method, &params, ctx)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(direct::Miss::Error(e))) => return Err(e),
+                Ok(Err(direct::Miss::Fallback)) => {}
+                Err(_) => return Err(self.timeout_error(timeout)),
+            }
+        }
+        let peer = self.peer()?;
+        let request = client_request(method, params)?;
         // Registered before sending, so a reverse-path message that overtakes the handle still
         // finds its request.
         let mut guard = self.shared.inflight.register(ctx, peer.clone());
@@ -522,7 +543,7 @@ async fn run(shared: &std::sync::Weak<Shared>) {
             _ = shutdown.cancelled() => return,
         };
         match connected {
-            Ok(mut running) => {
+            Ok((mut running, direct)) => {
                 *s.auth_challenge.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 let peer = running.peer().clone();
                 let info = peer.peer_info().unwrap_or_else(|| {
@@ -532,7 +553,13 @@ async fn run(shared: &std::sync::Weak<Shared>) {
                     ))
                 });
                 tracing::info!(server = %name, protocol = %info.protocol_version, "upstream connected");
-                *s.state.write().unwrap_or_else(|e| e.into_inner()) = State::Ready { peer, info };
+                // The direct path serves 2025 sessions (2026-07-28 requests carry more state).
+                let direct = direct.filter(|_| info.protocol_version != ProtocolVersion::V_2026_07_28);
+                *s.state.write().unwrap_or_else(|e| e.into_inner()) = State::Ready {
+                    peer,
+                    info,
+                    direct,
+                };
                 s.events.publish(GatewayEvent::UpstreamUp {
                     server: name.clone(),
                 });
@@ -610,9 +637,13 @@ async fn closed(running: &RunningService<RoleClient, UpstreamHandler>) -> &'stat
 /// session per upstream, where a legacy session is the richer one (server-to-client requests on
 /// the call's own stream, `resources/subscribe`, logging), and servers that speak 2026-07-28
 /// almost always speak 2025-11-25 too.
-async fn connect(
-    s: &Arc<Shared>,
-) -> Result<RunningService<RoleClient, UpstreamHandler>, ConnectError> {
+/// A connection: rmcp's service, and the direct path when the transport has one.
+type Connected = (
+    RunningService<RoleClient, UpstreamHandler>,
+    Option<Arc<direct::Direct>>,
+);
+
+async fn connect(s: &Arc<Shared>) -> Result<Connected, ConnectError> {
     let modern = ClientLifecycleMode::Discover {
         preferred_versions: vec![ProtocolVersion::V_2026_07_28],
     };
@@ -639,7 +670,7 @@ async fn connect(
 async fn connect_with(
     s: &Arc<Shared>,
     lifecycle: ClientLifecycleMode,
-) -> Result<RunningService<RoleClient, UpstreamHandler>, ConnectError> {
+) -> Result<Connected, ConnectError> {
     let handler = UpstreamHandler::new(Arc::downgrade(s));
     match &s.config.transport {
         Transport::Stdio {
@@ -671,6 +702,7 @@ async fn connect_with(
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
+                .map(|running| (running, None))
                 .map_err(|e| ConnectError::from(format!("handshake with '{command}' failed: {e}")))
         }
         Transport::Http { url, headers } => {
@@ -681,19 +713,22 @@ async fn connect_with(
                 )));
             }
             let mut custom = std::collections::HashMap::new();
+            let mut all = http::HeaderMap::new();
             let mut auth = None;
             for (k, v) in headers {
-                if k.eq_ignore_ascii_case("authorization") {
-                    auth = Some(v.trim_start_matches("Bearer ").to_owned());
-                    continue;
-                }
                 let name = http::HeaderName::try_from(k.as_str())
                     .map_err(|e| ConnectError::from(format!("invalid header name '{k}': {e}")))?;
                 let value = http::HeaderValue::try_from(v.as_str()).map_err(|e| {
                     ConnectError::from(format!("invalid value for header '{k}': {e}"))
                 })?;
+                all.insert(name.clone(), value.clone());
+                if k.eq_ignore_ascii_case("authorization") {
+                    auth = Some(v.trim_start_matches("Bearer ").to_owned());
+                    continue;
+                }
                 custom.insert(name, value);
             }
+            let session = Arc::new(direct::SessionSlot::default());
             // rmcp caps concurrent POSTs per transport at 16; one transport carries every
             // downstream session's calls here.
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
@@ -704,16 +739,31 @@ async fn connect_with(
                 config = config.auth_header(auth);
             }
             let transport = StreamableHttpClientTransport::with_client(
-                trace_header::TraceHeaders::new(http_client(guarded)),
+                trace_header::TraceHeaders::new(http_client(guarded), Arc::clone(&session)),
                 config,
             );
-            handler
+            let running = handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
                 .map_err(|e| ConnectError {
                     challenge: e.auth_challenge().map(str::to_owned),
                     message: format!("handshake with {url} failed: {e}"),
+                })?;
+            let protocol = running
+                .peer()
+                .peer_info()
+                .and_then(|i| http::HeaderValue::from_str(i.protocol_version.as_str()).ok());
+            let direct = protocol.map(|protocol| {
+                Arc::new(direct::Direct {
+                    client: http_client(guarded),
+                    url: url.clone(),
+                    headers: all,
+                    session,
+                    protocol,
+                    server: s.config.name.clone(),
                 })
+            });
+            Ok((running, direct))
         }
     }
 }

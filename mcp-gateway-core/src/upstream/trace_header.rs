@@ -22,14 +22,17 @@ use sse_stream::Sse;
 
 /// A [`StreamableHttpClient`] that mirrors a request's `_meta.traceparent` / `_meta.tracestate`
 /// into the HTTP headers of the POST carrying it.
+///
+/// It also notes the session id rmcp posts with, for the direct path ([`super::direct`]).
 #[derive(Clone, Debug)]
 pub(crate) struct TraceHeaders<C> {
     inner: C,
+    session: Arc<super::direct::SessionSlot>,
 }
 
 impl<C> TraceHeaders<C> {
-    pub(crate) fn new(inner: C) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: C, session: Arc<super::direct::SessionSlot>) -> Self {
+        Self { inner, session }
     }
 }
 
@@ -66,6 +69,9 @@ impl<C: StreamableHttpClient + Sync> StreamableHttpClient for TraceHeaders<C> {
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        if let Some(id) = &session_id {
+            self.session.set(id);
+        }
         custom_headers.extend(trace_headers(&message));
         self.inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -81,6 +87,9 @@ impl<C: StreamableHttpClient + Sync> StreamableHttpClient for TraceHeaders<C> {
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        if let Some(id) = &session_id {
+            self.session.set(id);
+        }
         custom_headers.extend(trace_headers(&message));
         self.inner
             .post_message_with_max_sse_event_size(
