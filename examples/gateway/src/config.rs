@@ -260,7 +260,8 @@ pub(crate) enum Files {
 ///
 /// Besides the text, this reads the files the text names: `session_key_file` (its key is
 /// checked and becomes [`Settings::session_key`]) and `policy.file` (compiled, to report its
-/// errors). It opens no connection and starts no process or task. For text from an untrusted
+/// errors), and the system's root certificates when `[dlp]` has engines (their HTTP client is
+/// built). It opens no connection and starts no process or task. For text from an untrusted
 /// source use [`validate`], which reads nothing.
 pub fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
     parse_with(text, Files::Read)
@@ -268,9 +269,10 @@ pub fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
 
 /// Validates a configuration file's text without reading any file: everything [`parse`] checks
 /// except the contents of `session_key_file` and `policy.file` (their paths are taken as given;
-/// a policy kept in a file is not compiled). Text from anywhere is safe here: a path such as
-/// `/dev/zero` in it is never opened, and nothing touches the network or starts a process. The
-/// fuzz target `gateway_config` (in `fuzz/`) feeds this path.
+/// a policy kept in a file is not compiled), and without building the DLP engines' HTTP client
+/// (which loads the system's root certificates). Text from anywhere is safe here: a path such as
+/// `/dev/zero` in it is never opened, and nothing touches the network or starts a process or
+/// thread. The fuzz target `gateway_config` (in `fuzz/`) feeds this path.
 pub fn validate(text: &str) -> Result<(), Vec<ConfigError>> {
     parse_with(text, Files::Skip).map(|_| ())
 }
@@ -508,7 +510,12 @@ pub(crate) fn parse_with(text: &str, files: Files) -> Result<Settings, Vec<Confi
         p.at(policy.span(), e.to_string());
     }
     if let Some(dlp) = &file.dlp
-        && let Err(e) = dlp.get_ref().layer()
+        && let Err(e) = match files {
+            Files::Read => dlp.get_ref().layer().map(|_| ()),
+            // Building the layer builds the engines' HTTP client, which reads the system's root
+            // certificates.
+            Files::Skip => dlp.get_ref().validate(),
+        }
     {
         p.at(dlp.span(), e.to_string());
     }
