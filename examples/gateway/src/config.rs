@@ -759,6 +759,14 @@ url = "http://127.0.0.1:3001/mcp"  # a Streamable HTTP upstream
         assert_eq!(validate(text).unwrap_err(), parse(text).unwrap_err());
         let text = "[policy]\n[policy.servers.demo]\ntools = \"sometimes\"\n";
         assert_eq!(validate(text).unwrap_err(), parse(text).unwrap_err());
+        let text = "[dlp]\n[[dlp.engines]]\nname = \"e\"\nurl = \"ftp://h/x\"\n";
+        let e = validate(text).unwrap_err();
+        assert!(
+            e[0].message.contains("url must be http or https"),
+            "{}",
+            e[0]
+        );
+        assert_eq!(e, parse(text).unwrap_err());
     }
 
     #[test]
