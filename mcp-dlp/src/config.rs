@@ -259,9 +259,12 @@ impl Config {
         toml_parse(text)
     }
 
-    /// Checks everything [`Config::scanner`] checks, without keeping the result.
+    /// Checks everything [`Config::layer`] checks, without keeping the result and without
+    /// building the engines' HTTP client (which reads the system's root certificates): no file
+    /// or network access.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.scanner().map(|_| ())
+        self.scanner()?;
+        self.engine_urls().map(|_| ())
     }
 
     /// Builds the scanner.
@@ -442,13 +445,10 @@ impl Config {
         Ok(scanner)
     }
 
-    /// Builds the engines.
-    pub fn engines(&self) -> Result<Vec<EngineRule>, ConfigError> {
-        let mut out = Vec::new();
+    /// Checks the engines' settings: their URLs, in order.
+    fn engine_urls(&self) -> Result<Vec<reqwest::Url>, ConfigError> {
         let mut names = HashSet::new();
-        let client = reqwest::Client::builder()
-            .build()
-            .map_err(|e| ConfigError::Invalid(format!("engines: HTTP client: {e}")))?;
+        let mut urls = Vec::with_capacity(self.engines.len());
         for e in &self.engines {
             if !names.insert(e.name.as_str()) {
                 return Err(ConfigError::Invalid(format!(
@@ -471,18 +471,35 @@ impl Config {
                     e.name
                 )));
             }
-            let engine =
-                WebhookEngine::new(e.name.clone(), url, Duration::from_millis(e.timeout_ms))
-                    .with_client(client.clone());
-            out.push(
+            urls.push(url);
+        }
+        Ok(urls)
+    }
+
+    /// Builds the engines (and their HTTP client, when there are any).
+    pub fn engines(&self) -> Result<Vec<EngineRule>, ConfigError> {
+        let urls = self.engine_urls()?;
+        if urls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| ConfigError::Invalid(format!("engines: HTTP client: {e}")))?;
+        Ok(self
+            .engines
+            .iter()
+            .zip(urls)
+            .map(|(e, url)| {
+                let engine =
+                    WebhookEngine::new(e.name.clone(), url, Duration::from_millis(e.timeout_ms))
+                        .with_client(client.clone());
                 EngineRule::new(engine)
                     .fail(e.fail)
                     .directions(e.directions.iter().copied())
                     .servers(e.servers.iter().cloned())
-                    .tools(e.tools.iter().cloned()),
-            );
-        }
-        Ok(out)
+                    .tools(e.tools.iter().cloned())
+            })
+            .collect())
     }
 
     /// Builds the layer; `Ok(None)` when `enabled = false`.

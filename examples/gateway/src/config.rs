@@ -14,91 +14,91 @@ use toml::Spanned;
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct File {
+struct File {
     /// Where the MCP endpoint listens (`http://<listen>/mcp`).
     #[serde(default = "default_listen")]
-    pub(crate) listen: Spanned<String>,
+    listen: Spanned<String>,
     /// `always` (default) or `never`.
     #[serde(default)]
-    pub(crate) prefix: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
     /// Between server and tool name (`__`).
     #[serde(default)]
-    pub(crate) separator: Option<Spanned<String>>,
+    separator: Option<Spanned<String>>,
     /// Entries per page of merged lists.
     #[serde(default)]
-    pub(crate) page_size: Option<usize>,
+    page_size: Option<usize>,
     /// `open` (default) or `closed`.
     #[serde(default)]
-    pub(crate) list_fail_mode: Option<Spanned<String>>,
+    list_fail_mode: Option<Spanned<String>>,
     /// Reach link-local and cloud metadata addresses (upstream URLs, resource URIs); refused by
     /// default (server-side request forgery guard, `mcp_gateway_core::ssrf`).
     #[serde(default)]
-    pub(crate) allow_link_local: bool,
+    allow_link_local: bool,
     /// The MCP endpoint's path.
     #[serde(default)]
-    pub(crate) path: Option<String>,
+    path: Option<String>,
     /// Extra allowed `Host` values (localhost names are always allowed).
     #[serde(default)]
-    pub(crate) allowed_hosts: Vec<String>,
+    allowed_hosts: Vec<String>,
     /// Allowed `Origin` values (localhost origins are always allowed).
     #[serde(default)]
-    pub(crate) allowed_origins: Vec<String>,
+    allowed_origins: Vec<String>,
     /// Largest request body.
     #[serde(default)]
-    pub(crate) max_body_bytes: Option<usize>,
+    max_body_bytes: Option<usize>,
     /// How long a client may take to send request headers (slowloris defence), ms.
     #[serde(default)]
-    pub(crate) header_read_timeout_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
     /// How long a request body may take to arrive, ms.
     #[serde(default)]
-    pub(crate) body_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
     /// The key that seals session ids (base64 or hex, 32 bytes); replicas that share it resume
     /// each other's sessions. Default: a random key per process. `session_key_file` reads it from a
     /// file instead.
     #[serde(default)]
-    pub(crate) session_key: Option<Spanned<String>>,
+    session_key: Option<Spanned<String>>,
     #[serde(default)]
-    pub(crate) session_key_file: Option<Spanned<PathBuf>>,
+    session_key_file: Option<Spanned<PathBuf>>,
     /// Instructions for clients.
     #[serde(default)]
-    pub(crate) instructions: Option<String>,
+    instructions: Option<String>,
     /// This gateway's name in logs and audit (multi-replica).
     #[serde(default)]
-    pub(crate) gateway_name: Option<String>,
+    gateway_name: Option<String>,
     /// The upstream servers.
     #[serde(default, rename = "server")]
-    pub(crate) servers: Vec<Spanned<Server>>,
+    servers: Vec<Spanned<Server>>,
     /// Who is calling (`mcp-identity`).
     #[serde(default)]
-    pub(crate) identity: Option<Spanned<mcp_identity::Config>>,
+    identity: Option<Spanned<mcp_identity::Config>>,
     /// What callers may see and do (`mcp-policy`).
     #[serde(default)]
-    pub(crate) policy: Option<Spanned<mcp_policy::config::Config>>,
+    policy: Option<Spanned<mcp_policy::config::Config>>,
     /// What content may pass (`mcp-dlp`).
     #[serde(default)]
-    pub(crate) dlp: Option<Spanned<mcp_dlp::Config>>,
+    dlp: Option<Spanned<mcp_dlp::Config>>,
     /// What happened (`mcp-audit`).
     #[serde(default)]
-    pub(crate) audit: Option<Spanned<mcp_audit::Config>>,
+    audit: Option<Spanned<mcp_audit::Config>>,
     /// Servers the gateway runs itself (`mcp-managed`).
     #[serde(default)]
-    pub(crate) managed: Vec<mcp_managed::config::Config>,
+    managed: Vec<Spanned<mcp_managed::config::Config>>,
     /// The admin endpoint (`/admin/...`): kill switches, policy reload, API keys, instances.
     #[serde(default)]
-    pub(crate) admin: Option<Admin>,
+    admin: Option<Admin>,
 }
 
 /// `[admin]`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Admin {
+pub struct Admin {
     /// Callers need this role (from their identity) to use the admin endpoint.
     #[serde(default = "default_admin_role")]
-    pub(crate) role: String,
+    pub role: String,
     /// Or this bearer token (read from the environment variable named here), for operators
     /// without an identity provider.
     #[serde(default)]
-    pub(crate) token_env: Option<String>,
+    pub token_env: Option<String>,
 }
 
 fn default_admin_role() -> String {
@@ -108,43 +108,47 @@ fn default_admin_role() -> String {
 /// One `[[server]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Server {
-    pub(crate) name: Spanned<String>,
+struct Server {
+    name: Spanned<String>,
     /// A stdio server: the program.
     #[serde(default)]
-    pub(crate) command: Option<String>,
+    command: Option<String>,
     #[serde(default)]
-    pub(crate) args: Vec<String>,
+    args: Vec<String>,
     #[serde(default)]
-    pub(crate) env: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
     #[serde(default)]
-    pub(crate) cwd: Option<PathBuf>,
+    cwd: Option<PathBuf>,
     /// A Streamable HTTP server: the URL.
     #[serde(default)]
-    pub(crate) url: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
     #[serde(default)]
-    pub(crate) headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, String>,
     /// Per-call timeout in milliseconds (default 60000).
     #[serde(default)]
-    pub(crate) timeout_ms: Option<u64>,
+    timeout_ms: Option<u64>,
     /// Listing timeout in milliseconds (default 10000).
     #[serde(default)]
-    pub(crate) list_timeout_ms: Option<u64>,
+    list_timeout_ms: Option<u64>,
     /// `auto` (default), `legacy` or `modern`.
     #[serde(default)]
-    pub(crate) protocol: Option<Spanned<String>>,
+    protocol: Option<Spanned<String>>,
 }
 
 fn default_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:8080".into())
 }
 
-/// A configuration problem, with the line it is on.
-#[derive(Debug)]
-pub(crate) struct ConfigError {
-    pub(crate) line: Option<usize>,
-    pub(crate) column: Option<usize>,
-    pub(crate) message: String,
+/// A configuration problem, with the line it is on. Problems that belong to no single place in
+/// the text (`page_size = 0`) have neither line nor column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line.
+    pub line: Option<usize>,
+    /// 1-based column, in bytes from the start of the line; set whenever `line` is.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -158,7 +162,7 @@ impl fmt::Display for ConfigError {
 }
 
 /// Line and column (1-based) of a byte offset.
-pub(crate) fn position(text: &str, offset: usize) -> (usize, usize) {
+fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -166,20 +170,20 @@ pub(crate) fn position(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Collects errors with positions.
-pub(crate) struct Problems<'a> {
+struct Problems<'a> {
     text: &'a str,
-    pub(crate) list: Vec<ConfigError>,
+    list: Vec<ConfigError>,
 }
 
 impl<'a> Problems<'a> {
-    pub(crate) fn new(text: &'a str) -> Self {
+    fn new(text: &'a str) -> Self {
         Self {
             text,
             list: Vec::new(),
         }
     }
 
-    pub(crate) fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
         let (line, column) = if span.is_empty() && span.start == 0 {
             (None, None)
         } else {
@@ -196,34 +200,85 @@ impl<'a> Problems<'a> {
 
 /// What serving needs, validated.
 #[derive(Debug)]
-pub(crate) struct Settings {
-    pub(crate) listen: SocketAddr,
-    pub(crate) naming: Naming,
-    pub(crate) page_size: Option<usize>,
-    pub(crate) list_fail_mode: ListFailMode,
-    pub(crate) allow_link_local: bool,
-    pub(crate) path: Option<String>,
-    pub(crate) allowed_hosts: Vec<String>,
-    pub(crate) allowed_origins: Vec<String>,
-    pub(crate) max_body_bytes: Option<usize>,
-    pub(crate) header_read_timeout_ms: Option<u64>,
-    pub(crate) body_read_timeout_ms: Option<u64>,
-    pub(crate) session_key: Option<String>,
-    pub(crate) instructions: Option<String>,
-    pub(crate) gateway_name: Option<String>,
-    pub(crate) upstreams: Vec<UpstreamConfig>,
-    pub(crate) identity: Option<mcp_identity::Config>,
-    pub(crate) policy: Option<mcp_policy::config::Config>,
-    pub(crate) dlp: Option<mcp_dlp::Config>,
-    pub(crate) audit: Option<mcp_audit::Config>,
-    pub(crate) managed: Vec<mcp_managed::config::Config>,
-    pub(crate) admin: Option<Admin>,
+pub struct Settings {
+    /// Where the MCP endpoint listens (`listen`).
+    pub listen: SocketAddr,
+    /// How server names prefix feature names (`prefix`, `separator`).
+    pub naming: Naming,
+    /// Entries per page of merged lists (`page_size`).
+    pub page_size: Option<usize>,
+    /// Whether a list fails when one upstream's listing fails (`list_fail_mode`).
+    pub list_fail_mode: ListFailMode,
+    /// Whether link-local and cloud metadata addresses may be reached (`allow_link_local`).
+    pub allow_link_local: bool,
+    /// The MCP endpoint's path (`path`).
+    pub path: Option<String>,
+    /// Extra allowed `Host` values (`allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
+    /// Allowed `Origin` values (`allowed_origins`).
+    pub allowed_origins: Vec<String>,
+    /// Largest request body (`max_body_bytes`).
+    pub max_body_bytes: Option<usize>,
+    /// How long a client may take to send request headers, ms (`header_read_timeout_ms`).
+    pub header_read_timeout_ms: Option<u64>,
+    /// How long a request body may take to arrive, ms (`body_read_timeout_ms`).
+    pub body_read_timeout_ms: Option<u64>,
+    /// The encoded session key (`session_key`, or the content of `session_key_file`).
+    pub session_key: Option<String>,
+    /// Instructions for clients (`instructions`).
+    pub instructions: Option<String>,
+    /// This gateway's name in logs and audit (`gateway_name`).
+    pub gateway_name: Option<String>,
+    /// The upstream servers: every `[[server]]`, then the `[[managed]]` servers that run locally.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `[identity]`.
+    pub identity: Option<mcp_identity::Config>,
+    /// `[policy]`.
+    pub policy: Option<mcp_policy::config::Config>,
+    /// `[dlp]`.
+    pub dlp: Option<mcp_dlp::Config>,
+    /// `[audit]`.
+    pub audit: Option<mcp_audit::Config>,
+    /// Every `[[managed]]` entry.
+    pub managed: Vec<mcp_managed::config::Config>,
+    /// `[admin]`.
+    pub admin: Option<Admin>,
     /// The file's text (policy errors point into it).
-    pub(crate) text: String,
+    pub text: String,
+}
+
+/// Which files parsing reads besides the text itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Files {
+    /// `session_key_file` and `policy.file`, as serving needs.
+    Read,
+    /// None: their paths are taken as given.
+    Skip,
 }
 
 /// Parses and validates a configuration file's text; every problem is reported, with its line.
-pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
+///
+/// Besides the text, this reads the files the text names: `session_key_file` (its key is
+/// checked and becomes [`Settings::session_key`]) and `policy.file` (compiled, to report its
+/// errors), and the system's root certificates when `[dlp]` has engines (their HTTP client is
+/// built). It opens no connection and starts no process or task. For text from an untrusted
+/// source use [`validate`], which reads nothing.
+pub fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
+    parse_with(text, Files::Read)
+}
+
+/// Validates a configuration file's text without reading any file: everything [`parse`] checks
+/// except the contents of `session_key_file` and `policy.file` (their paths are taken as given;
+/// a policy kept in a file is not compiled), and without building the DLP engines' HTTP client
+/// (which loads the system's root certificates). Text from anywhere is safe here: a path such as
+/// `/dev/zero` in it is never opened, and nothing touches the network or starts a process or
+/// thread. The fuzz target `gateway_config` (in `fuzz/`) feeds this path.
+pub fn validate(text: &str) -> Result<(), Vec<ConfigError>> {
+    parse_with(text, Files::Skip).map(|_| ())
+}
+
+/// [`parse`], reading the files or not.
+pub(crate) fn parse_with(text: &str, files: Files) -> Result<Settings, Vec<ConfigError>> {
     let file: File = match toml::from_str(text) {
         Ok(f) => f,
         Err(e) => {
@@ -300,6 +355,7 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
             }
             Some(k.get_ref().clone())
         }
+        (None, Some(_)) if files == Files::Skip => None,
         (None, Some(f)) => match std::fs::read_to_string(f.get_ref()) {
             Ok(s) => {
                 let s = s.trim().to_owned();
@@ -448,12 +504,18 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
         p.at(identity.span(), e.to_string());
     }
     if let Some(policy) = &file.policy
+        && (files == Files::Read || policy.get_ref().file.is_none())
         && let Err(e) = policy.get_ref().check(Some(text))
     {
         p.at(policy.span(), e.to_string());
     }
     if let Some(dlp) = &file.dlp
-        && let Err(e) = dlp.get_ref().layer()
+        && let Err(e) = match files {
+            Files::Read => dlp.get_ref().layer().map(|_| ()),
+            // Building the layer builds the engines' HTTP client, which reads the system's root
+            // certificates.
+            Files::Skip => dlp.get_ref().validate(),
+        }
     {
         p.at(dlp.span(), e.to_string());
     }
@@ -463,19 +525,29 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
         p.at(audit.span(), e.to_string());
     }
     let types = mcp_managed::InstanceTypes::default();
-    for m in &file.managed {
+    let mut managed_names = std::collections::HashSet::new();
+    for entry in &file.managed {
+        let (span, m) = (entry.span(), entry.get_ref());
+        let name = &m.spec.name;
         if let Err(e) = m.validate(&types) {
-            p.at(0..0, format!("managed server '{}': {e}", m.spec.name));
+            p.at(span, format!("managed server '{name}': {e}"));
             continue;
         }
-        if upstreams.iter().any(|u| *u.name == *m.spec.name) {
+        // Every managed server becomes an upstream when serving (local ones here, the others
+        // through a catalog relay), so its name must pass what the gateway checks then.
+        if let Err(e) = naming.check_server_name(name) {
+            p.at(span, format!("managed {e}"));
+            continue;
+        }
+        if names.contains(name) {
             p.at(
-                0..0,
-                format!(
-                    "'{}' is both a [[server]] and a [[managed]] server",
-                    m.spec.name
-                ),
+                span,
+                format!("'{name}' is both a [[server]] and a [[managed]] server"),
             );
+            continue;
+        }
+        if !managed_names.insert(name.clone()) {
+            p.at(span, format!("managed server '{name}' is defined twice"));
             continue;
         }
         // The catalog lists a local managed server's features from one local run of its
@@ -496,11 +568,8 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
                     },
                 ));
             }
-            Ok(_) => p.at(
-                0..0,
-                format!("managed server '{}': no command", m.spec.name),
-            ),
-            Err(e) => p.at(0..0, format!("managed server '{}': {e}", m.spec.name)),
+            Ok(_) => p.at(span, format!("managed server '{name}': no command")),
+            Err(e) => p.at(span, format!("managed server '{name}': {e}")),
         }
     }
     if naming.mode == PrefixMode::Never && upstreams.len() > 1 {
@@ -531,7 +600,7 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
         policy: file.policy.map(Spanned::into_inner),
         dlp: file.dlp.map(Spanned::into_inner),
         audit: file.audit.map(Spanned::into_inner),
-        managed: file.managed,
+        managed: file.managed.into_iter().map(Spanned::into_inner).collect(),
         admin: file.admin,
         text: text.to_owned(),
     })
@@ -539,7 +608,7 @@ pub(crate) fn parse(text: &str) -> Result<Settings, Vec<ConfigError>> {
 
 /// The built-in default: the demo server (this very binary, `mcp-gateway demo-server`) behind
 /// the gateway on 127.0.0.1:8080.
-pub(crate) fn default_text() -> String {
+pub fn default_text() -> String {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "mcp-gateway".into());
@@ -621,6 +690,83 @@ url = "http://127.0.0.1:3001/mcp"  # a Streamable HTTP upstream
         assert_eq!(e[0].line, Some(1));
         let e = parse("listen = \"nonsense\"\n").unwrap_err();
         assert!(e[0].to_string().contains("line 1"), "{}", e[0]);
+    }
+
+    fn managed(name: &str) -> String {
+        format!(
+            "[[managed]]\nruntime = {{ type = \"local\" }}\n[managed.spec]\nname = \"{name}\"\nkind = \"command\"\ncommand = \"true\"\n"
+        )
+    }
+
+    /// Found by the fuzz target `gateway_config`: `check` accepted managed server names that
+    /// serving then refused (`Gateway::builder().build()` checks every upstream's name).
+    #[test]
+    fn managed_server_names_are_checked_like_server_names() {
+        let text = format!("separator = \"-\"\n\n{}", managed("a-b"));
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].to_string(),
+            "line 3, column 1: managed server name 'a-b' must not contain the separator '-'"
+        );
+        let e = parse(&managed("1a")).unwrap_err();
+        assert!(
+            e[0].message.contains("must start with a letter"),
+            "{}",
+            e[0]
+        );
+        assert!(parse(&managed("a-b")).is_ok());
+    }
+
+    /// Found with the same target: two managed servers of one name were reported as "both a
+    /// [[server]] and a [[managed]] server" (local ones) or not at all (containers, SSH).
+    #[test]
+    fn managed_servers_defined_twice_are_reported_as_such() {
+        let text = format!("{}\n{}", managed("a"), managed("a"));
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(8), "{}", e[0]);
+        assert_eq!(e[0].message, "managed server 'a' is defined twice");
+        let text = format!(
+            "[[server]]\nname = \"a\"\ncommand = \"x\"\n\n{}",
+            managed("a")
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            e[0].message,
+            "'a' is both a [[server]] and a [[managed]] server"
+        );
+        assert_eq!(e[0].line, Some(5), "{}", e[0]);
+    }
+
+    /// `validate` reads none of the files a text names; `parse` reads them.
+    #[test]
+    fn validate_reads_no_file() {
+        let text = "session_key_file = \"/nonexistent/key\"\n";
+        let e = parse(text).unwrap_err();
+        assert!(
+            e[0].message.starts_with("cannot read session_key_file"),
+            "{}",
+            e[0]
+        );
+        assert_eq!(validate(text), Ok(()));
+        let text = "[policy]\nfile = \"/nonexistent/policy.toml\"\n";
+        let e = parse(text).unwrap_err();
+        assert!(e[0].message.contains("cannot read policy file"), "{}", e[0]);
+        assert_eq!(validate(text), Ok(()));
+        // What needs no file is checked the same way.
+        let text = "session_key = \"c2hvcnQ=\"\nsession_key_file = \"/dev/zero\"\n";
+        assert_eq!(validate(text).unwrap_err(), parse(text).unwrap_err());
+        let text = "[policy]\n[policy.servers.demo]\ntools = \"sometimes\"\n";
+        assert_eq!(validate(text).unwrap_err(), parse(text).unwrap_err());
+        let text = "[dlp]\n[[dlp.engines]]\nname = \"e\"\nurl = \"ftp://h/x\"\n";
+        let e = validate(text).unwrap_err();
+        assert!(
+            e[0].message.contains("url must be http or https"),
+            "{}",
+            e[0]
+        );
+        assert_eq!(e, parse(text).unwrap_err());
     }
 
     #[test]

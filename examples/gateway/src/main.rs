@@ -4,13 +4,13 @@
 //! The reference MCP gateway: every layer of the workspace assembled and driven by a TOML file.
 
 mod admin_cli;
-mod config;
 mod connect;
 mod stack;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use mcp_gateway::config;
 use mcp_gateway_core::{
     BoxError,
     dispatch::DispatchConfig,
