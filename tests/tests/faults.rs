@@ -417,11 +417,9 @@ impl Drop for SlowHost {
     }
 }
 
-#[test]
-fn an_upstream_behind_a_slow_link_answers_small_calls_and_times_out_big_ones() {
-    let host = SlowHost::new("96kbit");
-    let port = free_port().expect("port");
-    let mut command = host.command(&node().expect("node"));
+/// server-everything (Streamable HTTP) on `port`, started by `command` (`node`, possibly inside
+/// a namespace), once it listens.
+fn everything_on(port: u16, mut command: Command) -> ChildGuard {
     command
         .arg(node_module("@modelcontextprotocol/server-everything/dist/index.js").expect("module"))
         .arg("streamableHttp")
@@ -430,13 +428,64 @@ fn an_upstream_behind_a_slow_link_answers_small_calls_and_times_out_big_ones() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut upstream = ChildGuard::spawn("server-everything (slow host)", &mut command)
-        .expect("server-everything starts in the namespace");
+    let mut upstream =
+        ChildGuard::spawn("server-everything", &mut command).expect("server-everything starts");
     let ready = format!("listening on port {port}");
     wait_for_stderr(&mut upstream, Duration::from_secs(60), move |line| {
         line.contains(&ready).then_some(())
     })
     .expect("server-everything is ready");
+    upstream
+}
+
+/// An HTTP upstream restarted in place forgets the gateway's session: the next call meets a
+/// `404` for the old session id, and the gateway opens a new session and answers it.
+#[test]
+fn an_http_upstream_that_lost_the_session_gets_a_new_one() {
+    let port = free_port().expect("port");
+    let upstream = everything_on(port, Command::new(node().expect("node")));
+    let gw = start(
+        "faults-session-lost",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n\n[[server]]\nname = \"remote\"\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+        ),
+    );
+    let sid = session(&gw.url);
+    let msg = call(
+        &gw.url,
+        &sid,
+        1,
+        "remote__echo",
+        json!({"message": "first"}),
+    );
+    assert_eq!(msg["result"]["content"][0]["text"], "Echo: first", "{msg}");
+    drop(upstream);
+    let _upstream = everything_on(port, Command::new(node().expect("node")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let msg = call(
+            &gw.url,
+            &sid,
+            2,
+            "remote__echo",
+            json!({"message": "again"}),
+        );
+        if msg["result"]["content"][0]["text"] == "Echo: again" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never reached the restarted upstream: {msg}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_upstream_behind_a_slow_link_answers_small_calls_and_times_out_big_ones() {
+    let host = SlowHost::new("96kbit");
+    let port = free_port().expect("port");
+    let _upstream = everything_on(port, host.command(&node().expect("node")));
     let url = format!("http://{}:{port}/mcp", host.addr);
     let gw = start(
         "faults-slow-link",

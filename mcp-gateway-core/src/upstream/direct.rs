@@ -13,8 +13,9 @@
 //!   elicitation, roots) are asked of the caller's client and the answers POSTed back, until the
 //!   answer arrives. A stream that ends early is resumed with `Last-Event-ID` (SEP-1699), after
 //!   the server's `retry` delay.
-//! - `401`/`403`: `UPSTREAM_AUTH_REQUIRED` with the challenge; `404`: the session expired, and
-//!   the request is handed back to rmcp, which starts a new session.
+//! - `401`/`403`: `UPSTREAM_AUTH_REQUIRED` with the challenge; `404` (or the `400` some servers
+//!   answer for a session id they do not know, e.g. after a restart): the session is gone, the
+//!   connection is renewed (a new rmcp session) and the request sent once more.
 //!
 //! Dropping the future (the client cancelled, the call timed out) tells the server with
 //! `notifications/cancelled`.
@@ -72,10 +73,15 @@ pub(crate) struct Direct {
     pub(crate) server: Arc<str>,
 }
 
-/// Why the direct path did not answer: an error for the caller, or "use rmcp instead".
+/// Why the direct path did not answer.
 pub(crate) enum Miss {
+    /// An error for the caller.
     Error(ErrorData),
+    /// No session yet: use rmcp.
     Fallback,
+    /// The server does not know the session (`404`, or the `400` some servers answer for an
+    /// unknown session id): a new session is needed before trying again.
+    SessionLost,
 }
 
 impl From<ErrorData> for Miss {
@@ -176,11 +182,19 @@ impl Direct {
             .await
             .map_err(|e| Miss::Error(self.unavailable(format!("did not answer: {e}"))))?;
         let status = resp.status();
-        if status == StatusCode::NOT_FOUND {
-            // The session expired: rmcp starts a new one on its next request.
+        if status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST {
             cancel.armed = false;
-            self.session.forget(&session);
-            return Err(Miss::Fallback);
+            let body = resp.text().await.unwrap_or_default();
+            // Some servers answer an unknown session id with 400 (and say so); any other 400
+            // is the server refusing this request.
+            if status == StatusCode::NOT_FOUND || body.to_ascii_lowercase().contains("session") {
+                self.session.forget(&session);
+                return Err(Miss::SessionLost);
+            }
+            let body: String = body.chars().take(200).collect();
+            return Err(Miss::Error(
+                self.protocol_error(format!("answered HTTP 400: {body}")),
+            ));
         }
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             cancel.armed = false;
@@ -205,10 +219,9 @@ impl Direct {
         }
         if !status.is_success() {
             cancel.armed = false;
-            return Err(Miss::Error(self.protocol_error(format!(
-                "answered HTTP {}",
-                status.as_u16()
-            ))));
+            return Err(Miss::Error(
+                self.protocol_error(format!("answered HTTP {}", status.as_u16())),
+            ));
         }
         let is_sse = resp
             .headers()
@@ -237,9 +250,9 @@ impl Direct {
             ));
         }
         if let Some(e) = answer.get_mut("error") {
-            return Err(Miss::Error(serde_json::from_value(e.take()).map_err(|e| {
-                self.protocol_error(format!("sent a malformed error: {e}"))
-            })?));
+            return Err(Miss::Error(serde_json::from_value(e.take()).map_err(
+                |e| self.protocol_error(format!("sent a malformed error: {e}")),
+            )?));
         }
         match answer.get_mut("result") {
             Some(r) => Ok(r.take()),

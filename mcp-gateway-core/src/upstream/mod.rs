@@ -178,6 +178,8 @@ pub(crate) struct Shared {
     stopped: std::sync::atomic::AtomicBool,
     /// The `WWW-Authenticate` challenge of the last refused connection attempt (401/403).
     auth_challenge: std::sync::Mutex<Option<String>>,
+    /// Asks the supervisor for a new connection (the server lost the session).
+    renew: Arc<tokio::sync::Notify>,
 }
 
 /// A supervised connection to one upstream server. Cheap to clone.
@@ -217,6 +219,7 @@ impl Upstream {
             shutdown: parts.shutdown,
             stopped: std::sync::atomic::AtomicBool::new(false),
             auth_challenge: std::sync::Mutex::new(None),
+            renew: Arc::new(tokio::sync::Notify::new()),
         });
         tokio::spawn(supervise(Arc::downgrade(&shared)));
         Self { shared }
@@ -278,6 +281,28 @@ impl Upstream {
         }
     }
 
+    /// Asks for a new connection because the server lost `old`'s session, and waits for it
+    /// (the caller's timeout bounds the wait).
+    async fn renew(&self, old: &Arc<direct::Direct>) -> Result<Arc<direct::Direct>, direct::Miss> {
+        tracing::info!(server = %self.name(), "the upstream lost the session; opening a new one");
+        self.shared.renew.notify_one();
+        loop {
+            match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
+                State::Ready {
+                    direct: Some(d), ..
+                } if !Arc::ptr_eq(d, old) => return Ok(Arc::clone(d)),
+                State::Ready { direct: None, .. } => return Err(direct::Miss::Fallback),
+                State::Down { reason } if !reason.contains("session") => {
+                    return Err(direct::Miss::Error(self.peer().err().unwrap_or_else(|| {
+                        self.service_error(ServiceError::TransportClosed, Duration::ZERO)
+                    })));
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The connected peer, or the error a caller should see.
     pub(crate) fn peer(&self) -> Result<Peer<RoleClient>, ErrorData> {
         match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
@@ -327,14 +352,36 @@ impl Upstream {
         {
             meta.insert("traceparent".into(), Value::String(ctx.trace.traceparent()));
         }
+        let started = tokio::time::Instant::now();
         if let Some(direct) = self.direct() {
-            match tokio::time::timeout(timeout, direct.request(method, &params, ctx)).await {
+            let attempt = async {
+                match direct.request(method, &params, ctx).await {
+                    Err(direct::Miss::SessionLost) => {
+                        // A new session, then once more (on whichever path it offers).
+                        let renewed = self.renew(&direct).await?;
+                        match renewed.request(method, &params, ctx).await {
+                            Err(direct::Miss::SessionLost) => Err(direct::Miss::Error(error(
+                                codes::UPSTREAM_PROTOCOL,
+                                format!(
+                                    "upstream '{}' does not know a session it just opened",
+                                    self.name()
+                                ),
+                                Some(serde_json::json!({"server": &*self.shared.config.name})),
+                            ))),
+                            other => other,
+                        }
+                    }
+                    other => other,
+                }
+            };
+            match tokio::time::timeout(timeout, attempt).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(direct::Miss::Error(e))) => return Err(e),
-                Ok(Err(direct::Miss::Fallback)) => {}
+                Ok(Err(direct::Miss::Fallback | direct::Miss::SessionLost)) => {}
                 Err(_) => return Err(self.timeout_error(timeout)),
             }
         }
+        let timeout = timeout.saturating_sub(started.elapsed());
         let peer = self.peer()?;
         let request = client_request(method, params)?;
         // Registered before sending, so a reverse-path message that overtakes the handle still
@@ -554,19 +601,23 @@ async fn run(shared: &std::sync::Weak<Shared>) {
                 });
                 tracing::info!(server = %name, protocol = %info.protocol_version, "upstream connected");
                 // The direct path serves 2025 sessions (2026-07-28 requests carry more state).
-                let direct = direct.filter(|_| info.protocol_version != ProtocolVersion::V_2026_07_28);
-                *s.state.write().unwrap_or_else(|e| e.into_inner()) = State::Ready {
-                    peer,
-                    info,
-                    direct,
-                };
+                let direct =
+                    direct.filter(|_| info.protocol_version != ProtocolVersion::V_2026_07_28);
+                *s.state.write().unwrap_or_else(|e| e.into_inner()) =
+                    State::Ready { peer, info, direct };
                 s.events.publish(GatewayEvent::UpstreamUp {
                     server: name.clone(),
                 });
                 let _ = s.refresh.send(name.clone());
+                let renew = Arc::clone(&s.renew);
                 drop(s);
                 let closed = tokio::select! {
                     r = closed(&running) => r,
+                    _ = renew.notified() => {
+                        let _ = running.close_with_timeout(Duration::from_secs(1)).await;
+                        backoff = Duration::ZERO;
+                        "the server lost the session"
+                    }
                     _ = shutdown.cancelled() => {
                         let _ = running.close_with_timeout(Duration::from_secs(5)).await;
                         return;
@@ -615,7 +666,7 @@ async fn run(shared: &std::sync::Weak<Shared>) {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(max);
+        backoff = (backoff * 2).max(Duration::from_millis(100)).min(max);
     }
 }
 
