@@ -481,6 +481,45 @@ fn an_http_upstream_that_lost_the_session_gets_a_new_one() {
     }
 }
 
+/// A call the gateway gives up on (its timeout) is cancelled at the upstream too: the Python SDK
+/// server receives `notifications/cancelled` and cancels the tool, so no work is left running
+/// for an answer nobody waits for.
+#[test]
+fn a_call_the_gateway_gives_up_on_is_cancelled_upstream() {
+    let port = free_port().expect("port");
+    let _upstream = ChildGuard::spawn(
+        "cancel-probe-server",
+        Command::new(mcp_gateway_tests::python::interpreter())
+            .arg(mcp_gateway_tests::python::script("cancel_probe_server.py"))
+            .arg(port.to_string()),
+    )
+    .expect("python upstream starts");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    wait_for_http(&url, Duration::from_secs(30)).expect("upstream listens");
+    let gw = start(
+        "faults-cancel-upstream",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n\n[[server]]\nname = \"probe\"\nurl = {}\ntimeout_ms = 500\n",
+            q(&url)
+        ),
+    );
+    let sid = session(&gw.url);
+    let msg = call(&gw.url, &sid, 1, "probe__sleep", json!({"seconds": 30}));
+    assert_eq!(msg["error"]["code"], -32011, "an upstream timeout: {msg}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = call(&gw.url, &sid, 2, "probe__cancelled", json!({}));
+        if msg["result"]["content"][0]["text"] == "1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream never saw the cancellation: {msg}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn an_upstream_behind_a_slow_link_answers_small_calls_and_times_out_big_ones() {
     let host = SlowHost::new("96kbit");

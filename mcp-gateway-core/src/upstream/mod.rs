@@ -287,19 +287,25 @@ impl Upstream {
         tracing::info!(server = %self.name(), "the upstream lost the session; opening a new one");
         self.shared.renew.notify_one();
         loop {
-            match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
+            // Decided under the lock, acted on after it (`peer()` takes it again).
+            let seen = match &*self.shared.state.read().unwrap_or_else(|e| e.into_inner()) {
                 State::Ready {
                     direct: Some(d), ..
-                } if !Arc::ptr_eq(d, old) => return Ok(Arc::clone(d)),
-                State::Ready { direct: None, .. } => return Err(direct::Miss::Fallback),
-                State::Down { reason } if !reason.contains("session") => {
-                    return Err(direct::Miss::Error(self.peer().err().unwrap_or_else(|| {
-                        self.service_error(ServiceError::TransportClosed, Duration::ZERO)
-                    })));
+                } if !Arc::ptr_eq(d, old) => Some(Ok(Arc::clone(d))),
+                State::Ready { direct: None, .. } => Some(Err(None)),
+                State::Down { reason } if !reason.contains("session") => Some(Err(Some(()))),
+                _ => None,
+            };
+            match seen {
+                Some(Ok(d)) => return Ok(d),
+                Some(Err(None)) => return Err(direct::Miss::Fallback),
+                Some(Err(Some(()))) => {
+                    return Err(direct::Miss::Error(self.peer().err().unwrap_or_else(
+                        || self.service_error(ServiceError::TransportClosed, Duration::ZERO),
+                    )));
                 }
-                _ => {}
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
