@@ -92,6 +92,19 @@ pub fn authorization_required(server: &str, url: &str) -> ErrorData {
     )
 }
 
+/// The `WWW-Authenticate` value of an upstream's refusal of the credentials: core reports it as
+/// `UPSTREAM_AUTH_REQUIRED` with `data.wwwAuthenticate`. `None` for any other error.
+pub fn refusal_challenge(e: &ErrorData) -> Option<String> {
+    if e.code.0 != codes::UPSTREAM_AUTH_REQUIRED {
+        return None;
+    }
+    e.data
+        .as_ref()?
+        .get("wwwAuthenticate")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// RFC 8693 settings.
 #[derive(Debug, Clone)]
 pub struct TokenExchange {
@@ -807,6 +820,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusals_carry_the_challenge() {
+        let e = error(
+            codes::UPSTREAM_AUTH_REQUIRED,
+            "x",
+            Some(json!({"wwwAuthenticate": "Bearer scope=\"a\""})),
+        );
+        assert_eq!(refusal_challenge(&e).as_deref(), Some("Bearer scope=\"a\""));
+        let other = error(codes::UPSTREAM_UNAVAILABLE, "x", None);
+        assert!(refusal_challenge(&other).is_none());
+    }
+
+    #[test]
     fn attach_merges_into_endpoint() {
         let mut ext = http::Extensions::new();
         ext.insert(Endpoint {
@@ -877,18 +902,10 @@ struct StepUp {
 }
 
 impl StepUp {
-    /// The `WWW-Authenticate` challenge of an upstream that refused the token (core's
-    /// `UPSTREAM_AUTH_REQUIRED` carries it), if this response is one.
+    /// The `WWW-Authenticate` challenge of an upstream that refused the token, if this
+    /// response is such a refusal.
     fn challenge(response: &McpResponse) -> Option<String> {
-        let e = response.body.as_ref().err()?;
-        if e.code.0 != codes::UPSTREAM_AUTH_REQUIRED {
-            return None;
-        }
-        e.data
-            .as_ref()?
-            .get("wwwAuthenticate")?
-            .as_str()
-            .map(str::to_owned)
+        refusal_challenge(response.body.as_ref().err()?)
     }
 
     /// The refusal turned into an authorization URL: for `insufficient_scope` one asking for

@@ -93,6 +93,30 @@ fn call(url: &str, sid: &str, id: u64, name: &str, args: Value) -> Value {
     msg
 }
 
+/// Waits (at most 60 s) until the session's `tools/list` names `tool` (an upstream behind a slow
+/// path takes a while to join).
+fn wait_for_tool(url: &str, sid: &str, tool: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, msg) = post(
+            url,
+            &[
+                ("mcp-session-id", sid),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {}}).to_string(),
+        );
+        let listed = msg["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == tool));
+        if listed {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{tool} never joined: {msg}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn echo_works(url: &str, sid: &str) {
     let msg = call(url, sid, 99, "demo__echo", json!({"message": "alive"}));
     assert_eq!(msg["result"]["content"][0]["text"], "alive", "{msg}");
@@ -535,29 +559,8 @@ fn an_upstream_behind_a_slow_link_answers_small_calls_and_times_out_big_ones() {
         ),
     );
     let sid = session(&gw.url);
-    // The handshake and the tool list cross the slow link; wait until the tools are listed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, _, msg) = post(
-            &gw.url,
-            &[
-                ("mcp-session-id", &sid),
-                ("mcp-protocol-version", "2025-11-25"),
-            ],
-            &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {}}).to_string(),
-        );
-        let listed = msg["result"]["tools"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t["name"] == "remote__echo"));
-        if listed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the upstream on the slow link never joined: {msg}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    // The handshake and the tool list cross the slow link.
+    wait_for_tool(&gw.url, &sid, "remote__echo");
     let baseline = gauges(&gw);
     // A small call fits in the link's budget.
     let msg = call(
@@ -651,30 +654,8 @@ fn a_slowed_upstream_times_out_cleanly_while_others_answer() {
         ),
     );
     let sid = session(&gw.url);
-    // The slow upstream's handshake takes a few delayed round trips; wait until it lists tools.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, _, msg) = post(
-            &gw.url,
-            &[
-                ("mcp-session-id", &sid),
-                ("mcp-protocol-version", "2025-11-25"),
-            ],
-            &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {}}).to_string(),
-        );
-        let names: Vec<&str> = msg["result"]["tools"]
-            .as_array()
-            .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
-            .unwrap_or_default();
-        if names.contains(&"slow__echo") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slow upstream never joined: {msg}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    // The slow upstream's handshake takes a few delayed round trips.
+    wait_for_tool(&gw.url, &sid, "slow__echo");
     let baseline = gauges(&gw);
     let started = Instant::now();
     let msg = call(&gw.url, &sid, 1, "slow__echo", json!({"message": "late"}));

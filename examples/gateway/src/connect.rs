@@ -14,11 +14,12 @@
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use mcp_gateway_core::{
-    ErrorData, JsonObject, Method, RequestContext, codes,
+    JsonObject, Method, RequestContext,
     upstream::{ProtocolMode, Status, Transport, Upstream, UpstreamConfig},
 };
 use mcp_identity::{
     AuthMethod, Identity,
+    credential::refusal_challenge,
     oauth::{OAuthClientConfig, OAuthRegistry, UpstreamOAuth},
     parse::{BearerChallenge, parse_www_authenticate},
     vault::Vault,
@@ -386,18 +387,6 @@ impl Client {
     }
 }
 
-/// The `WWW-Authenticate` value of an upstream's credential refusal.
-fn refusal_challenge(e: &ErrorData) -> Option<String> {
-    if e.code.0 != codes::UPSTREAM_AUTH_REQUIRED {
-        return None;
-    }
-    e.data
-        .as_ref()?
-        .get("wwwAuthenticate")?
-        .as_str()
-        .map(str::to_owned)
-}
-
 fn check_url(url: &str) -> Result<String, ConnectError> {
     let uri: http::Uri = url
         .parse()
@@ -459,17 +448,5 @@ mod tests {
         assert!(check_url("ftp://x/").is_err());
         assert!(check_url("not a url").is_err());
         assert!(check_url("http://127.0.0.1:1/mcp").is_ok());
-    }
-
-    #[test]
-    fn refusals_carry_the_challenge() {
-        let e = mcp_gateway_core::error(
-            codes::UPSTREAM_AUTH_REQUIRED,
-            "x",
-            Some(json!({"wwwAuthenticate": "Bearer scope=\"a\""})),
-        );
-        assert_eq!(refusal_challenge(&e).as_deref(), Some("Bearer scope=\"a\""));
-        let other = mcp_gateway_core::error(codes::UPSTREAM_UNAVAILABLE, "x", None);
-        assert!(refusal_challenge(&other).is_none());
     }
 }

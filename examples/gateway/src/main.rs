@@ -94,6 +94,10 @@ enum ManagedCommand {
     Command(mcp_managed::cli::CommandArgs),
 }
 
+/// mimalloc: per-thread free lists for the many small, short-lived allocations of each call.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::DemoServer)) {
