@@ -46,7 +46,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `otlp` | yes | [`sink::otlp::OtlpSink`]: traces, logs and metrics over OTLP HTTP/protobuf |
-//! | `tokenizer` | yes | token estimates with tiktoken's `o200k_base` (embedded, offline) |
+//! | `tokenizer` | yes | token estimates in `o200k_base` (bpe-openai: exact, embedded, offline) |
 
 pub mod alerts;
 pub mod auditor;

@@ -1,8 +1,10 @@
 //! Token estimates with a real BPE tokenizer.
 //!
-//! With the `tokenizer` feature (default) counts use tiktoken's `o200k_base` encoding (the one
-//! GPT-4o-class models use; its ranks are embedded in the binary, nothing is downloaded). Counts
-//! are estimates for other model families, but they track real tokenization (code, JSON, CJK text)
+//! With the `tokenizer` feature (default) counts use the `o200k_base` encoding (the one
+//! GPT-4o-class models use), counted by GitHub's `bpe-openai` (exact BPE, the same counts as
+//! tiktoken, several times faster: tiktoken's regex pre-split was about 30% of the full stack's
+//! CPU per call; its ranks are embedded in the binary, nothing is downloaded). Counts are
+//! estimates for other model families, but they track real tokenization (code, JSON, CJK text)
 //! far better than bytes divided by four. Without the feature, [`TokenCounter`] is unavailable and
 //! events carry no token counts.
 
@@ -12,7 +14,7 @@ use serde_json::Value;
 #[derive(Clone, Copy)]
 pub struct TokenCounter {
     #[cfg(feature = "tokenizer")]
-    bpe: &'static tiktoken_rs::CoreBPE,
+    bpe: &'static bpe_openai::Tokenizer,
 }
 
 impl std::fmt::Debug for TokenCounter {
@@ -28,7 +30,7 @@ impl TokenCounter {
         #[cfg(feature = "tokenizer")]
         {
             Some(Self {
-                bpe: tiktoken_rs::o200k_base_singleton(),
+                bpe: bpe_openai::o200k_base(),
             })
         }
         #[cfg(not(feature = "tokenizer"))]
@@ -41,7 +43,7 @@ impl TokenCounter {
     pub fn count_text(&self, text: &str) -> u64 {
         #[cfg(feature = "tokenizer")]
         {
-            self.bpe.encode_ordinary(text).len() as u64
+            self.bpe.count(text) as u64
         }
         #[cfg(not(feature = "tokenizer"))]
         {
@@ -105,5 +107,17 @@ mod tests {
         let a40 = "a".repeat(40);
         assert!(t.count_text(&a40) < 10, "{}", t.count_text(&a40));
         assert_eq!(t.count_text(""), 0);
+        // The same counts as tiktoken's o200k_base (taken with tiktoken-rs 0.7).
+        for (text, tiktoken) in [
+            ("Hello, world!", 4),
+            (r#"{"name":"echo","arguments":{"message":"hi there"}}"#, 12),
+            ("fn main() {\n    println!(\"{}\", 1 + 2);\n}\n", 14),
+            ("日本語のテキストとemoji 🚀🚀 mixed", 13),
+            ("   leading spaces and\ttabs\n\n\nnewlines", 9),
+            ("I'm can't we'll THEY'RE", 6),
+            ("1234567890 3.14159 -42", 11),
+        ] {
+            assert_eq!(t.count_text(text), tiktoken, "{text:?}");
+        }
     }
 }
