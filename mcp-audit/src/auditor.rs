@@ -35,7 +35,7 @@ use crate::{AuditEvent, sink::AuditSink};
 
 
 /// How long the audit worker lets events gather after waking for one.
-const LINGER: Duration = Duration::from_millis(1);
+const LINGER: Duration = Duration::from_micros(500);
 /// What a lane does when its queue is full.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Overflow {
@@ -523,18 +523,19 @@ impl Worker {
         // Replay what a previous run spilled and never wrote.
         self.replay_spill(false);
         let mut batch: VecDeque<Item> = VecDeque::new();
+        let mut last_batch = 0;
         loop {
             let first =
                 rt.block_on(async { tokio::time::timeout(self.config.tick, rx.recv()).await });
             match first {
                 Ok(Some(item)) => {
                     batch.push_back(item);
-                    // Let a burst gather before draining: while this thread sleeps, senders
-                    // find it awake and queue without waking it, so under load one wake-up
-                    // serves a batch instead of every event (a tenth of the full stack's CPU
-                    // went into waking this thread). 8,192 queued events at 1 ms is far above
-                    // any rate a gateway process reaches.
-                    if rx.is_empty() {
+                    // Under load (the last batch had company), let a burst gather before
+                    // draining: while this thread sleeps, senders queue without waking it, so
+                    // one wake-up serves a batch instead of every event (a tenth of the full
+                    // stack's CPU went into waking this thread). A lone caller is not made to
+                    // wait (with durability "written" its answer waits for this write).
+                    if last_batch > 1 && rx.is_empty() {
                         std::thread::sleep(LINGER);
                     }
                     while batch.len() < self.config.max_batch {
@@ -543,6 +544,7 @@ impl Worker {
                             Err(_) => break,
                         }
                     }
+                    last_batch = batch.len();
                     self.write_batch(&mut batch);
                     if rx.is_empty() {
                         self.replay_spill(true);
