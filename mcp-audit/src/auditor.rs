@@ -33,7 +33,6 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{AuditEvent, sink::AuditSink};
 
-
 /// How long the audit worker lets events gather after waking for one.
 const LINGER: Duration = Duration::from_micros(500);
 /// What a lane does when its queue is full.
