@@ -35,6 +35,7 @@ use crate::{AuditEvent, sink::AuditSink};
 
 /// How long the audit worker lets events gather after waking for one.
 const LINGER: Duration = Duration::from_micros(500);
+
 /// What a lane does when its queue is full.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Overflow {
