@@ -141,18 +141,8 @@ impl Direct {
         };
         let id = format!("gw-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
         tracing::trace!(server = %self.server, %id, method = method.as_str(), "direct request");
-        let trace: Vec<(&'static str, HeaderValue)> = ["traceparent", "tracestate"]
-            .into_iter()
-            .filter_map(|k| {
-                let v = params.get("_meta")?.get(k)?.as_str()?;
-                Some((k, HeaderValue::from_str(v).ok()?))
-            })
-            .filter(|(k, v)| {
-                *k != "traceparent"
-                    || v.to_str()
-                        .is_ok_and(|tp| crate::TraceContext::from_traceparent(tp).is_some())
-            })
-            .collect();
+        let meta = |k: &str| params.get("_meta")?.get(k)?.as_str();
+        let trace = super::trace_header::meta_headers(meta("traceparent"), meta("tracestate"));
         #[derive(serde::Serialize)]
         struct Outgoing<'a> {
             jsonrpc: &'static str,

@@ -34,6 +34,19 @@ impl<C> TraceHeaders<C> {
     pub(crate) fn new(inner: C, session: Arc<super::direct::SessionSlot>) -> Self {
         Self { inner, session }
     }
+
+    /// What every POST does first: note the session id, add the message's trace headers.
+    fn outgoing(
+        &self,
+        message: &ClientJsonRpcMessage,
+        session_id: Option<&Arc<str>>,
+        headers: &mut HashMap<HeaderName, HeaderValue>,
+    ) {
+        if let Some(id) = session_id {
+            self.session.set(id);
+        }
+        headers.extend(trace_headers(message));
+    }
 }
 
 /// The trace headers a message should travel with: from a request's `_meta` only (notifications
@@ -43,13 +56,22 @@ pub(crate) fn trace_headers(message: &ClientJsonRpcMessage) -> Vec<(HeaderName, 
         return Vec::new();
     };
     let meta = request.request.get_meta();
+    meta_headers(meta.get_traceparent(), meta.get_tracestate())
+}
+
+/// The `traceparent` / `tracestate` headers of a request's `_meta` values: none unless the
+/// `traceparent` is valid; malformed values are left out.
+pub(crate) fn meta_headers(
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
-    if let Some(tp) = meta.get_traceparent()
+    if let Some(tp) = traceparent
         && crate::TraceContext::from_traceparent(tp).is_some()
         && let Ok(v) = HeaderValue::from_str(tp)
     {
         out.push((HeaderName::from_static("traceparent"), v));
-        if let Some(ts) = meta.get_tracestate()
+        if let Some(ts) = tracestate
             && let Ok(v) = HeaderValue::from_str(ts)
         {
             out.push((HeaderName::from_static("tracestate"), v));
@@ -69,10 +91,7 @@ impl<C: StreamableHttpClient + Sync> StreamableHttpClient for TraceHeaders<C> {
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        if let Some(id) = &session_id {
-            self.session.set(id);
-        }
-        custom_headers.extend(trace_headers(&message));
+        self.outgoing(&message, session_id.as_ref(), &mut custom_headers);
         self.inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
             .await
@@ -87,10 +106,7 @@ impl<C: StreamableHttpClient + Sync> StreamableHttpClient for TraceHeaders<C> {
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        if let Some(id) = &session_id {
-            self.session.set(id);
-        }
-        custom_headers.extend(trace_headers(&message));
+        self.outgoing(&message, session_id.as_ref(), &mut custom_headers);
         self.inner
             .post_message_with_max_sse_event_size(
                 uri,
